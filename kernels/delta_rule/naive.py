@@ -1,0 +1,49 @@
+"""Token-by-token fp32 delta rule: the specification every other backend is tested against."""
+
+from __future__ import annotations
+
+import torch
+
+from ..varlen import run_per_sequence
+
+
+def delta_rule_naive(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """DeltaNet recurrence ``S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T``, ``o_t = scale * S_t^T q_t``.
+
+    Shapes: ``q, k: [batch, T, H, K]``, ``v: [batch, T, H, V]``, ``beta: [batch, T, H]``,
+    ``initial_state`` and the returned state: ``[batch, H, K, V]`` (fp32).
+    Returns ``(o [batch, T, H, V] in v.dtype, final_state or None)``.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    state_shape = (q.shape[2], q.shape[3], v.shape[3])
+    if cu_seqlens is not None:
+        o, S = run_per_sequence(_recurrence, cu_seqlens, (q, k, v, beta), initial_state, state_shape, scale=scale)
+        return o, (S if output_final_state else None)
+    o, S = _recurrence(q, k, v, beta, scale=scale, initial_state=initial_state)
+    return o, (S if output_final_state else None)
+
+
+def _recurrence(q, k, v, beta, *, scale, initial_state=None, output_final_state=True):
+    batch, T, H, K = q.shape
+    V = v.shape[-1]
+    qf, kf, vf, bf = q.float(), k.float(), v.float(), beta.float()
+    S = qf.new_zeros(batch, H, K, V) if initial_state is None else initial_state.float()
+    outs = []
+    for t in range(T):
+        k_t, q_t = kf[:, t], qf[:, t]  # [batch, H, K]
+        v_old = torch.einsum("bhkv,bhk->bhv", S, k_t)
+        delta = bf[:, t, :, None] * (vf[:, t] - v_old)  # [batch, H, V]
+        S = S + k_t[..., None] * delta[..., None, :]
+        outs.append(scale * torch.einsum("bhkv,bhk->bhv", S, q_t))
+    o = torch.stack(outs, dim=1) if T > 0 else vf.new_zeros(batch, 0, H, V)
+    return o.to(v.dtype), S

@@ -1,0 +1,61 @@
+"""Packed variable-length sequences (fla's ``cu_seqlens`` convention), shared by all backends.
+
+A packed batch has ``batch == 1`` and ``cu_seqlens = [0, l_0, l_0 + l_1, ..., total]`` (N + 1 offsets).
+The recurrent state restarts at every offset, from ``initial_state[i]`` or from zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def check_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, total: int, initial_state: torch.Tensor | None) -> int:
+    """Validate ``cu_seqlens`` against a packed batch and return the number of sequences."""
+    if batch != 1:
+        raise ValueError(f"cu_seqlens requires batch == 1 (a packed batch), got batch={batch}")
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        raise ValueError(f"cu_seqlens must be a 1-D tensor of N+1 >= 2 offsets, got shape {tuple(cu_seqlens.shape)}")
+    if cu_seqlens.is_floating_point():
+        raise ValueError(f"cu_seqlens must be an integer tensor, got {cu_seqlens.dtype}")
+    offsets = cu_seqlens.tolist()
+    if offsets[0] != 0 or offsets[-1] != total:
+        raise ValueError(f"cu_seqlens must start at 0 and end at T={total}, got {offsets[0]}..{offsets[-1]}")
+    if any(b < a for a, b in zip(offsets[:-1], offsets[1:])):
+        raise ValueError("cu_seqlens must be non-decreasing")
+    n = len(offsets) - 1
+    if initial_state is not None and initial_state.shape[0] != n:
+        raise ValueError(f"initial_state has {initial_state.shape[0]} rows but cu_seqlens holds {n} sequences")
+    return n
+
+
+def run_per_sequence(
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    cu_seqlens: torch.Tensor,
+    time_major: Sequence[torch.Tensor | None],
+    initial_state: torch.Tensor | None,
+    state_shape: tuple[int, ...],
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``fn`` once per packed sequence and stitch the results back together.
+
+    ``time_major`` holds the ``[1, T, ...]`` tensors to split along time (``None`` passes through).
+    ``fn(*pieces, initial_state=..., output_final_state=True, **kwargs)`` must return ``(o, state)``.
+    Total sequential work stays T steps, so this costs no more than one long call.
+    """
+    offsets = cu_seqlens.tolist()
+    outs, states = [], []
+    for i, (s, e) in enumerate(zip(offsets[:-1], offsets[1:])):
+        h0 = None if initial_state is None else initial_state[i : i + 1]
+        if e == s:
+            # An empty sequence produces no output; its final state is its initial state.
+            ref = next(t for t in time_major if t is not None)
+            state = torch.zeros((1, *state_shape), dtype=torch.float32, device=ref.device) if h0 is None else h0.float()
+            states.append(state)
+            continue
+        pieces = [None if t is None else t[:, s:e] for t in time_major]
+        o, state = fn(*pieces, initial_state=h0, output_final_state=True, **kwargs)
+        outs.append(o)
+        states.append(state)
+    return torch.cat(outs, dim=1), torch.cat(states, dim=0)
