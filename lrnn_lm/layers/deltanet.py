@@ -1,0 +1,75 @@
+"""DeltaNet mixer (as in fla's DeltaNet layer): q/k/v with short conv, L2-normalised q and k, beta, delta rule."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kernels import delta_rule
+from .conv import ShortConv
+from .gates import deltanet_beta
+from .norm import RMSNorm
+
+
+class DeltaNetMixer(nn.Module):
+    def __init__(self, config, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.config = config
+        d, H, Dh = config.hidden_size, config.num_heads, config.deltanet_head_dim
+        self.num_heads, self.head_dim = H, Dh
+        self.q_proj = nn.Linear(d, H * Dh, bias=False)
+        self.k_proj = nn.Linear(d, H * Dh, bias=False)
+        self.v_proj = nn.Linear(d, H * Dh, bias=False)
+        self.b_proj = nn.Linear(d, H, bias=False)
+        # One depthwise conv over the concatenated q, k, v channels equals three separate ones.
+        self.conv = ShortConv(3 * H * Dh, config.conv_size, bias=False) if config.use_short_conv else None
+        self.g_proj = nn.Linear(d, H * Dh, bias=False) if config.use_output_gate else None
+        self.o_norm = RMSNorm(Dh, eps=config.norm_eps)
+        self.o_proj = nn.Linear(H * Dh, d, bias=False)
+
+    def betas(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``beta: [batch, T, H]`` in (0, 1) or (0, 2); the eigenvalue along ``k`` is ``1 - beta``."""
+        return deltanet_beta(self.b_proj(hidden), self.config.eigval_range)
+
+    def project(self, hidden: torch.Tensor, mask: torch.Tensor | None, conv_history, cu_seqlens):
+        """Everything before the delta rule: returns ``q, k, v, beta`` and the conv input for the cache."""
+        batch, T, _ = hidden.shape
+        qkv = torch.cat([self.q_proj(hidden), self.k_proj(hidden), self.v_proj(hidden)], dim=-1)
+        if mask is not None:
+            qkv = qkv * mask
+        conv_in = qkv
+        qkv = self.conv(qkv, history=conv_history, cu_seqlens=cu_seqlens) if self.conv is not None else F.silu(qkv)
+        q, k, v = (t.reshape(batch, T, self.num_heads, self.head_dim) for t in qkv.chunk(3, dim=-1))
+        if self.config.qk_norm == "l2":
+            q, k = F.normalize(q.float(), dim=-1).to(q.dtype), F.normalize(k.float(), dim=-1).to(k.dtype)
+        beta = self.betas(hidden)
+        if mask is not None:
+            # beta = 0 makes a padded step the identity with no input.
+            beta = beta * mask
+        return q, k, v, beta, conv_in
+
+    def forward(self, hidden: torch.Tensor, cache=None, mask: torch.Tensor | None = None, cu_seqlens=None):
+        conv_history = cache.get_conv_state(self.layer_idx) if cache is not None and self.conv is not None else None
+        state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
+        q, k, v, beta, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
+        if cache is not None and self.conv is not None:
+            cache.update_conv_state(conv_in.transpose(1, 2), self.layer_idx, conv_kernel_size=self.conv.kernel_size)
+        o, final = delta_rule(
+            q,
+            k,
+            v,
+            beta,
+            initial_state=state,
+            output_final_state=cache is not None,
+            cu_seqlens=cu_seqlens,
+            backend=self.config.kernel_backend,
+        )
+        if cache is not None:
+            cache.update_recurrent_state(final, self.layer_idx)
+        gate = None
+        if self.g_proj is not None:
+            gate = self.g_proj(hidden).reshape(*o.shape)
+        o = self.o_norm(o, gate).reshape(*hidden.shape[:2], -1)
+        return self.o_proj(o.to(hidden.dtype))

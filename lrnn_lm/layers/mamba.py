@@ -1,0 +1,92 @@
+"""Mamba-1 mixer: in-projection, short conv, input-dependent dt/B/C, selective scan, gated output."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+
+from ..kernels import selective_scan
+from ..param_tags import tag_no_weight_decay
+from .conv import ShortConv
+from .gates import mamba_negative_eigvals
+
+
+class MambaMixer(nn.Module):
+    def __init__(self, config, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.config = config
+        d, d_inner, N, r = config.hidden_size, config.mamba_inner_size, config.state_size, config.mamba_dt_rank
+        self.d_inner, self.state_size, self.dt_rank = d_inner, N, r
+        self.in_proj = nn.Linear(d, 2 * d_inner, bias=config.use_bias)
+        self.conv = ShortConv(d_inner, config.conv_kernel, bias=config.use_conv_bias)
+        self.x_proj = nn.Linear(d_inner, r + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(r, d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.empty(d_inner, N))
+        self.D = nn.Parameter(torch.empty(d_inner))
+        self.out_proj = nn.Linear(d_inner, d, bias=config.use_bias)
+        tag_no_weight_decay(self.A_log, self.D, self.dt_proj.bias)
+
+    @torch.no_grad()
+    def reset_mamba_parameters(self) -> None:
+        """Mamba's init: ``A_log = log(1..N)``, ``D = 1``, dt bias = softplus^-1 of a log-uniform dt.
+
+        ``transformers.initialization`` functions skip parameters already loaded from a checkpoint.
+        """
+        cfg = self.config
+        A = torch.arange(1, self.state_size + 1, dtype=torch.float32, device=self.A_log.device)
+        init.copy_(self.A_log, torch.log(A).expand(self.d_inner, -1))
+        init.ones_(self.D)
+        std = self.dt_rank**-0.5 * cfg.dt_scale
+        init.uniform_(self.dt_proj.weight, -std, std)
+        u = torch.rand(self.d_inner, device=self.dt_proj.bias.device)
+        dt = torch.exp(u * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
+        dt = dt.clamp(min=cfg.dt_init_floor)
+        init.copy_(self.dt_proj.bias, dt + torch.log(-torch.expm1(-dt)))
+
+    def gates(self, dt: torch.Tensor) -> torch.Tensor:
+        """Transition eigenvalues ``a_t`` for softplus'd ``dt: [batch, T, d_inner]``: ``[batch, T, d_inner, N]``."""
+        a = torch.exp(dt.float().unsqueeze(-1) * -torch.exp(self.A_log.float()))
+        return 2 * a - 1 if mamba_negative_eigvals(self.config.eigval_range) else a
+
+    def project(self, hidden: torch.Tensor, mask: torch.Tensor | None, conv_history, cu_seqlens):
+        """Everything before the scan: returns ``x, dt, B, C, z`` and the conv input for the cache."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        if mask is not None:
+            x = x * mask
+        conv_in = x
+        x = self.conv(x, history=conv_history, cu_seqlens=cu_seqlens)
+        dt_r, B, C = self.x_proj(x).split([self.dt_rank, self.state_size, self.state_size], dim=-1)
+        dt = F.softplus(self.dt_proj(dt_r).float())
+        if mask is not None:
+            # dt = 0 makes a padded step the identity (a = 1 in both ranges) with no input.
+            dt = dt * mask
+        return x, dt, B, C, z, conv_in
+
+    def forward(self, hidden: torch.Tensor, cache=None, mask: torch.Tensor | None = None, cu_seqlens=None):
+        conv_history = cache.get_conv_state(self.layer_idx) if cache is not None else None
+        state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
+        x, dt, B, C, z, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
+        if cache is not None:
+            cache.update_conv_state(conv_in.transpose(1, 2), self.layer_idx, conv_kernel_size=self.conv.kernel_size)
+        y, final = selective_scan(
+            x,
+            dt,
+            -torch.exp(self.A_log.float()),
+            B,
+            C,
+            self.D,
+            z,
+            negative_eigvals=mamba_negative_eigvals(self.config.eigval_range),
+            initial_state=state,
+            output_final_state=cache is not None,
+            cu_seqlens=cu_seqlens,
+            backend=self.config.kernel_backend,
+        )
+        if cache is not None:
+            cache.update_recurrent_state(final, self.layer_idx)
+        return self.out_proj(y.to(hidden.dtype))

@@ -1,0 +1,66 @@
+"""Backend selection and argument validation of the public kernel API."""
+
+import logging
+import os
+
+import pytest
+import torch
+
+from lrnn_lm.kernels import backend as backend_mod
+from lrnn_lm.kernels import delta_rule, selective_scan
+
+from .inputs import delta_inputs, scan_inputs
+
+
+def scan_args(T=5):
+    i = scan_inputs(1, T, 3, 2)
+    return [i[n] for n in ("x", "dt", "A", "B", "C")]
+
+
+def delta_args(T=5):
+    i = delta_inputs(1, T, 2, 4, 3)
+    return [i[n] for n in ("q", "k", "v", "beta")]
+
+
+@pytest.mark.parametrize("op,args", [(selective_scan, scan_args), (delta_rule, delta_args)])
+def test_unknown_backend_is_value_error(op, args):
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        op(*args(), backend="fast")
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="the interpreter makes triton valid on CPU")
+@pytest.mark.parametrize("op,args", [(selective_scan, scan_args), (delta_rule, delta_args)])
+def test_triton_on_cpu_without_interpreter_is_a_clear_error(op, args):
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        op(*args(), backend="triton")
+
+
+def test_auto_resolves_to_chunk_on_cpu_and_logs_once(caplog, monkeypatch):
+    monkeypatch.setattr(backend_mod, "_logged", set())
+    with caplog.at_level(logging.INFO, logger="lrnn_lm.kernels"):
+        for T in (1, 7, 300):  # the choice never depends on the sequence length
+            assert backend_mod.resolve_backend("delta_rule", "auto", torch.device("cpu")) == "chunk"
+            delta_rule(*delta_args(T))
+    msgs = [r.getMessage() for r in caplog.records if "delta_rule" in r.getMessage()]
+    assert msgs == ["delta_rule: backend='auto' resolved to 'chunk' on cpu"]
+
+
+def test_shape_errors_name_the_argument():
+    x, dt, A, B, C = scan_args()
+    with pytest.raises(ValueError, match="A must be"):
+        selective_scan(x, dt, A[:, :1].T, B, C)
+    q, k, v, beta = delta_args()
+    with pytest.raises(ValueError, match="beta must be"):
+        delta_rule(q, k, v, beta[..., :1])
+    with pytest.raises(ValueError, match="initial_state must be"):
+        delta_rule(q, k, v, beta, initial_state=torch.zeros(1, 2, 4, 4))
+
+
+def test_cu_seqlens_validation():
+    q, k, v, beta = delta_args(6)
+    with pytest.raises(ValueError, match="batch == 1"):
+        delta_rule(*(torch.cat([t, t]) for t in (q, k, v, beta)), cu_seqlens=torch.tensor([0, 6]))
+    with pytest.raises(ValueError, match="end at T=6"):
+        delta_rule(q, k, v, beta, cu_seqlens=torch.tensor([0, 3, 5]))
+    with pytest.raises(ValueError, match="2 rows but cu_seqlens holds 3"):
+        delta_rule(q, k, v, beta, cu_seqlens=torch.tensor([0, 2, 3, 6]), initial_state=torch.zeros(2, 2, 4, 3))
