@@ -19,6 +19,7 @@ from .layers.mamba import MambaMixer
 from .layers.mlp import SwiGLU
 from .layers.norm import RMSNorm
 from .param_tags import tag_biases, tag_no_weight_decay, tagged_names
+from .remote_code import AUTO_MAP, write_remote_code
 
 MIXER_CLASSES = {"mamba": MambaMixer, "deltanet": DeltaNetMixer}
 
@@ -77,6 +78,13 @@ class LRNNPreTrainedModel(PreTrainedModel):
     def no_weight_decay(self) -> set[str]:
         """Names of parameters that take no weight decay, fixed when the model was built."""
         return set(self._no_weight_decay_names)
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """``PreTrainedModel.save_pretrained``, plus the remote-code entry points and ``auto_map``."""
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory)
 
     def post_init(self) -> None:
         super().post_init()

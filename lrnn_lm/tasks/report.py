@@ -1,0 +1,65 @@
+"""Plot (scaled accuracy against length, one line per model) and a Table-3-style markdown table from the
+``results.json`` content written by :mod:`lrnn_lm.tasks.evaluate`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Column titles of the paper's Table 3; other tasks use their label.
+COLUMN_TITLES = {
+    "parity": "parity",
+    "mod_arith": "mod arith, no brackets",
+    "mod_arith_brackets": "mod arith, brackets",
+}
+
+
+def plot_path(out: Path, label: str) -> Path:
+    return out / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', label).strip('_')}.png"
+
+
+def write_plots(out: Path, results: dict) -> list[Path]:
+    """One PNG per task in ``results``: scaled accuracy against effective test length, one line per model."""
+    paths = []
+    for label, entry in results.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, model in entry["models"].items():
+            rows = sorted(model["per_length"].values(), key=lambda r: r["effective_length"])
+            ax.plot([r["effective_length"] for r in rows], [r["scaled_acc"] for r in rows], marker="o", label=name)
+        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="test length", ylabel="scaled accuracy", title=label, ylim=(-0.1, 1.05))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(plot_path(out, label))
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
+
+
+def write_table(out: Path, results: dict) -> Path:
+    """``table.md``: model rows, task columns, scaled accuracy averaged over each task's test lengths."""
+    labels = list(results)
+    models = list(dict.fromkeys(name for entry in results.values() for name in entry["models"]))
+    titles = [COLUMN_TITLES.get(label, label) for label in labels]
+    lines = ["| model | " + " | ".join(titles) + " |", "|---" * (len(labels) + 1) + "|"]
+    for name in models:
+        cells = [results[label]["models"].get(name, {}).get("mean_scaled_acc") for label in labels]
+        lines.append(f"| {name} | " + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |")
+    notes = [
+        f"- {title}: lengths {', '.join(map(str, e['lengths']))}; {e['num']} sequences per length; "
+        f"test seed {e['seed']}; chance {e['chance']:.4g}"
+        for title, e in zip(titles, results.values())
+    ]
+    text = (
+        "Scaled accuracy (acc - chance) / (1 - chance), averaged over the test lengths (paper, Table 3: 40-256). "
+        "Accuracy is argmax accuracy on the target positions: the final answer for parity and modular "
+        "arithmetic, every running product for the group tasks.\n\n" + "\n".join(lines) + "\n\n" + "\n".join(notes)
+    )
+    path = out / "table.md"
+    path.write_text(text + "\n")
+    return path

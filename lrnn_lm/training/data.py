@@ -1,0 +1,218 @@
+"""Training data: text sources through ``datasets`` (Hub streaming or local files), sharded per process,
+tokenised, and packed into fixed-length rows that record document boundaries.
+
+The position in the data is a small state (the datasets iterator state, the epoch, and the tokens left
+over from a partly packed document), saved with every checkpoint so that a resumed run continues exactly
+where it stopped, with nothing repeated or skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import SourceConfig
+
+logger = logging.getLogger(__name__)
+
+LOCAL_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+class DataError(ValueError):
+    """Bad training data: the message names the source and the problem."""
+
+
+def _local_files(path: str | list[str]) -> list[str] | None:
+    """Resolve local files or globs; None when ``path`` does not look local (then it is a Hub dataset name)."""
+    patterns = path if isinstance(path, list) else [path]
+    looks_local = any(os.path.exists(p) or any(c in p for c in "*?[") or os.sep in p for p in patterns)
+    looks_local = looks_local or any(os.path.splitext(p)[1] in LOCAL_BUILDERS for p in patterns)
+    if not looks_local:
+        return None
+    files = []
+    for p in patterns:
+        matched = sorted(glob.glob(p, recursive=True))
+        if not matched:
+            raise DataError(f"data source {p!r}: no such file (or the glob matches nothing)")
+        files.extend(matched)
+    return files
+
+
+def load_source(src: SourceConfig):
+    """One source as a streaming ``datasets.IterableDataset`` with a single ``text`` column."""
+    from datasets import load_dataset
+
+    files = _local_files(src.path)
+    if files is not None:
+        exts = {os.path.splitext(f)[1] for f in files}
+        if len(exts) != 1 or next(iter(exts)) not in LOCAL_BUILDERS:
+            raise DataError(f"data source {src.path!r}: files must all be one of {sorted(LOCAL_BUILDERS)}, got {exts}")
+        builder = LOCAL_BUILDERS[exts.pop()]
+        kwargs = {"sample_by": src.txt_sample_by, "encoding_errors": "replace"} if builder == "text" else {}
+        ds = load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
+    else:
+        try:
+            ds = load_dataset(src.path, src.name, split=src.split, streaming=True)
+        except Exception as e:  # datasets raises many types; all mean "cannot open this dataset"
+            raise DataError(
+                f"data source {src.path!r} (name={src.name!r}, split={src.split!r}) could not be opened: {e}. "
+                "Offline? Set HF_DATASETS_OFFLINE=1 and use local files, or check the name."
+            ) from e
+    if ds.column_names is not None and src.text_column not in ds.column_names:
+        raise DataError(
+            f"data source {src.path!r}: no text column {src.text_column!r}; columns are {ds.column_names}. "
+            "Set text_column."
+        )
+    ds = ds.select_columns([src.text_column])
+    return ds.rename_column(src.text_column, "text") if src.text_column != "text" else ds
+
+
+def build_text_dataset(sources: list[SourceConfig], rank: int, world_size: int, seed: int, shuffle_buffer: int):
+    """The mixture of ``sources`` (weights normalised), sharded for process ``rank`` of ``world_size``."""
+    from datasets import interleave_datasets
+    from datasets.distributed import split_dataset_by_node
+
+    parts = [load_source(s) for s in sources]
+    if len(parts) == 1:
+        ds = parts[0]
+    else:
+        total = sum(s.weight for s in sources)
+        probs = [s.weight / total for s in sources]
+        ds = interleave_datasets(parts, probabilities=probs, seed=seed, stopping_strategy="all_exhausted")
+    ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+    if shuffle_buffer > 0:
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    return ds
+
+
+@dataclass
+class DataStats:
+    """Counted problems and facts about the stream; logged and saved with checkpoints."""
+
+    docs: int = 0
+    tokens: int = 0
+    skipped_empty: int = 0
+    skipped_invalid_utf8: int = 0
+    split_long_docs: int = 0
+    epochs_completed: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Row:
+    """One packed row: ``tokens`` and the lengths of the document pieces it holds, in order."""
+
+    tokens: list[int]
+    segments: list[int]
+
+
+@dataclass
+class TextPacker:
+    """Documents -> tokens (+ EOS) -> rows of ``seq_len`` tokens, with resumable position.
+
+    A document longer than the space left in a row continues at the start of the next row.
+    """
+
+    dataset: object
+    tokenizer: object
+    seq_len: int
+    stats: DataStats = field(default_factory=DataStats)
+    epoch: int = 0
+    pending: list[int] = field(default_factory=list)  # tokens of the current document not yet packed
+
+    def __post_init__(self) -> None:
+        self._docs: Iterator | None = None
+
+    def state_dict(self) -> dict:
+        return {
+            "dataset": self.dataset.state_dict(),
+            "epoch": self.epoch,
+            "pending": list(self.pending),
+            "stats": self.stats.as_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+        self.pending = list(state["pending"])
+        self.stats = DataStats(**state["stats"])
+        self.dataset.set_epoch(self.epoch)
+        self.dataset.load_state_dict(state["dataset"])
+        self._docs = None
+
+    def _next_doc_tokens(self) -> list[int]:
+        empty_epoch = True
+        while True:
+            if self._docs is None:
+                self.dataset.set_epoch(self.epoch)
+                self._docs = iter(self.dataset)
+            try:
+                text = next(self._docs)["text"]
+            except StopIteration:
+                if empty_epoch and self.stats.docs == 0:
+                    raise DataError("the training data holds no usable document") from None
+                self.epoch += 1
+                self.stats.epochs_completed += 1
+                self._docs = None
+                empty_epoch = True
+                continue
+            if not isinstance(text, str) or not text.strip():
+                self.stats.skipped_empty += 1
+                continue
+            if "\ufffd" in text:
+                # Files are decoded with errors="replace"; a document with undecodable bytes is skipped.
+                self.stats.skipped_invalid_utf8 += 1
+                continue
+            empty_epoch = False
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            self.stats.docs += 1
+            self.stats.tokens += len(ids)
+            if len(ids) > self.seq_len:
+                self.stats.split_long_docs += 1
+            return ids
+
+    def next_row(self) -> Row:
+        tokens: list[int] = []
+        segments: list[int] = []
+        while len(tokens) < self.seq_len:
+            if not self.pending:
+                self.pending = self._next_doc_tokens()
+            take = self.pending[: self.seq_len - len(tokens)]
+            self.pending = self.pending[len(take) :]
+            tokens.extend(take)
+            segments.append(len(take))
+        return Row(tokens, segments)
+
+
+def collate_rows(rows: list[Row], reset_state: bool) -> dict:
+    """Stack packed rows into a batch.
+
+    ``reset_state``: flatten to one packed sequence ``[1, B*T]`` with ``cu_seqlens`` at every document piece,
+    and mask the label at every piece start, so the loss never predicts across a boundary (labels are
+    shifted inside the model). Otherwise ``[B, T]`` rows with ordinary causal-LM labels.
+    """
+    ids = torch.tensor([r.tokens for r in rows], dtype=torch.long)
+    if not reset_state:
+        return {"input_ids": ids, "labels": ids.clone()}
+    flat = ids.reshape(1, -1)
+    labels = flat.clone()
+    lengths = [n for r in rows for n in r.segments]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    labels[0, cu[:-1].long()] = -100
+    return {"input_ids": flat, "labels": labels, "cu_seqlens": cu}
+
+
+def unigram_loss(train_counts: Counter, val_tokens: list[int], vocab_size: int) -> float:
+    """Cross-entropy (nats/token) of ``val_tokens`` under the add-one-smoothed unigram of ``train_counts``."""
+    total = sum(train_counts.values()) + vocab_size
+    logp = torch.tensor(
+        [float(train_counts.get(t, 0) + 1) for t in range(vocab_size)], dtype=torch.float64
+    ).log() - torch.log(torch.tensor(float(total), dtype=torch.float64))
+    return float(-logp[torch.tensor(val_tokens, dtype=torch.long)].mean())
