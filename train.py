@@ -10,6 +10,7 @@ Every key of the YAML can be overridden with --key.sub=value. Unknown keys stop 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM, param_groups
@@ -323,6 +324,10 @@ def main(argv: list[str] | None = None) -> dict:
         "unigram_val_loss": unigram,
         **(last_val or {}),
     }
+    if accelerator.distributed_type.value != "FSDP":
+        # Replicas must hold identical weights; a mismatch means the processes trained separately.
+        digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in unwrapped.parameters()))
+        summary["param_sha256_per_rank"] = gather_object([digest.hexdigest()])
     if main_proc:
         if tokenizer is not None:
             tokenizer.save_pretrained(final)

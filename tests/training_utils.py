@@ -1,0 +1,58 @@
+"""Small real data and a subprocess runner for the train.py tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_MODEL = (
+    "--model={mixer: deltanet, eigval_range: '[-1,1]', hidden_size: 32, num_hidden_layers: 2, num_heads: 2, "
+    "intermediate_size: 0}"
+)
+
+
+def make_corpus(root: Path, n_train: int = 30, n_val: int = 4) -> dict:
+    """A few Python documentation topics as jsonl, and a small BPE tokenizer trained on them."""
+    from pydoc_data.topics import topics
+
+    from lrnn_lm.training.corpus import build_tokenizer
+
+    names = sorted(topics)[: n_train + n_val]
+    root.mkdir(parents=True, exist_ok=True)
+    train, val = root / "train.jsonl", root / "val.jsonl"
+    for path, chunk in ((train, names[:n_train]), (val, names[n_train:])):
+        with open(path, "w") as f:
+            for name in chunk:
+                f.write(json.dumps({"text": topics[name]}) + "\n")
+    build_tokenizer(train, 300, root=root)
+    tok_dir = next(root.glob("bpe_300_*"))
+    return {"train": train, "val": val, "tokenizer": tok_dir}
+
+
+def data_args(corpus: dict) -> list[str]:
+    return [
+        f"--data.sources=[{{path: '{corpus['train']}'}}]",
+        f"--data.validation=[{{path: '{corpus['val']}'}}]",
+        f"--tokenizer.name_or_path={corpus['tokenizer']}",
+    ]
+
+
+def run_train(args: list[str], launcher: list[str] | None = None, env: dict | None = None, timeout: int = 600):
+    cmd = (launcher or [sys.executable]) + [str(ROOT / "train.py"), *args]
+    full_env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT)
+
+
+def losses(metrics: Path) -> dict[int, float]:
+    """Training loss per step; a step logged twice (re-run after a resume) keeps its last value."""
+    out = {}
+    for line in metrics.read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["step"]] = rec["loss"]
+    return out
