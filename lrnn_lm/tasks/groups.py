@@ -141,7 +141,11 @@ def _cycle_type_filter(group: Group, supports: tuple[int, ...]) -> list[int]:
 
 def symmetric_task(n: int, generators: str = "all", spell: bool = False) -> GroupTask:
     """S_n. ``generators``: ``"all"`` (uniform over S_n), ``"swaps"`` (transpositions only) or
-    ``"swaps_3cycles"`` (transpositions and 3-cycles); ``spell``: each element over ``n - 1`` tokens."""
+    ``"swaps_3cycles"`` (transpositions and 3-cycles); ``spell``: each element over ``n - 1`` tokens.
+
+    Chance stays 1 / n! for every variant, although with ``"swaps"`` the sign of ``s_t`` is fixed by ``t``
+    (only n!/2 states are possible at each position).
+    """
     if generators not in S5_GENERATORS:
         raise ValueError(f"generators must be one of {S5_GENERATORS}, got {generators!r}")
     group = symmetric_group(n)

@@ -28,11 +28,14 @@ def write_plots(out: Path, results: dict) -> list[Path]:
     paths = []
     for label, entry in results.items():
         fig, ax = plt.subplots(figsize=(6, 4))
+        lowest = 0.0
         for name, model in entry["models"].items():
             rows = sorted(model["per_length"].values(), key=lambda r: r["effective_length"])
-            ax.plot([r["effective_length"] for r in rows], [r["scaled_acc"] for r in rows], marker="o", label=name)
+            scores = [r["scaled_acc"] for r in rows]
+            ax.plot([r["effective_length"] for r in rows], scores, marker="o", label=name)
+            lowest = min(lowest, *scores)
         ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-        ax.set(xlabel="test length", ylabel="scaled accuracy", title=label, ylim=(-0.1, 1.05))
+        ax.set(xlabel="test length", ylabel="scaled accuracy", title=label, ylim=(lowest - 0.1, 1.05))
         ax.legend(fontsize=8)
         fig.tight_layout()
         paths.append(plot_path(out, label))

@@ -6,9 +6,6 @@ from dataclasses import dataclass
 
 from .config import TaskConfig
 
-# Validation examples use a seed no training run uses, so they are held out whatever the train seed.
-VALIDATION_SEED_OFFSET = 1_000_003
-
 
 @dataclass
 class TaskBatches:
@@ -32,11 +29,11 @@ class TaskBatches:
     def load_state_dict(self, state: dict) -> None:
         self.next_local = int(state["next_local"])
 
-    def _example(self, seed: int, index: int):
+    def _example(self, index: int, split: str):
         from ..tasks import sample_length
 
-        length = sample_length(seed, index, self.cfg.min_len, self.cfg.max_len)
-        return self.task.example(seed, index, length)
+        length = sample_length(self.cfg.seed, index, self.cfg.min_len, self.cfg.max_len)
+        return self.task.example(self.cfg.seed, index, length, split=split)
 
     def next_batch(self) -> dict:
         from ..tasks import collate
@@ -44,16 +41,16 @@ class TaskBatches:
         examples = []
         for _ in range(self.batch_size):
             index = self.rank + self.world_size * self.next_local
-            examples.append(self._example(self.cfg.seed, index))
+            examples.append(self._example(index, "train"))
             self.next_local += 1
         return collate(examples, self.task.pad_id)
 
     def validation_batches(self, num_batches: int) -> list[dict]:
         from ..tasks import collate
 
-        seed = self.cfg.seed + VALIDATION_SEED_OFFSET
+        # The "val" split is a generator stream of its own, held out from training whatever the seed.
         batches = []
         for b in range(num_batches):
             idx = [self.rank + self.world_size * (b * self.batch_size + j) for j in range(self.batch_size)]
-            batches.append(collate([self._example(seed, i) for i in idx], self.task.pad_id))
+            batches.append(collate([self._example(i, "val") for i in idx], self.task.pad_id))
         return batches

@@ -1,0 +1,83 @@
+"""End-to-end CPU training throughput (forward + backward + AdamW step) of our Mamba against transformers'
+``MambaForCausalLM`` (its reference path on CPU) at the same size, and of our [-1,1] DeltaNet. Prints JSON.
+
+    python benchmarks/train_throughput.py [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from transformers import MambaConfig, MambaForCausalLM
+
+from lrnn_lm import LRNNConfig, LRNNForCausalLM
+
+HIDDEN, LAYERS, STATE, EXPAND, T, BATCH, VOCAB = 128, 2, 16, 2, 256, 4, 1000
+
+
+def tokens_per_s(model: torch.nn.Module, steps: int) -> float:
+    """Best-of-``steps`` tokens/s of full training steps, after one warm-up step."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, VOCAB, (BATCH, T), generator=g)
+    best = float("inf")
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i > 0:
+            best = min(best, time.perf_counter() - t0)
+    return BATCH * T / best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--steps", type=int, default=3)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    peer = MambaForCausalLM(
+        MambaConfig(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            state_size=STATE,
+            expand=EXPAND,
+            use_mambapy=False,
+        )
+    )
+    common = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, intermediate_size=0)
+    ours_mamba = LRNNForCausalLM(
+        LRNNConfig(mixer="mamba", state_size=STATE, expand=EXPAND, eigval_range="[-1,1]", **common)
+    )
+    ours_mamba_pos = LRNNForCausalLM(
+        LRNNConfig(mixer="mamba", state_size=STATE, expand=EXPAND, eigval_range="[0,1]", **common)
+    )
+    ours_delta = LRNNForCausalLM(LRNNConfig(mixer="deltanet", num_heads=4, eigval_range="[-1,1]", **common))
+    result = {
+        "threads": torch.get_num_threads(),
+        "shape": {"hidden": HIDDEN, "layers": LAYERS, "state": STATE, "expand": EXPAND, "T": T, "batch": BATCH},
+        "params": {
+            "transformers_mamba": sum(p.numel() for p in peer.parameters()),
+            "ours_mamba": sum(p.numel() for p in ours_mamba.parameters()),
+            "ours_deltanet": sum(p.numel() for p in ours_delta.parameters()),
+        },
+        "tokens_per_s": {
+            "transformers_mamba": tokens_per_s(peer, args.steps),
+            "ours_mamba_[-1,1]": tokens_per_s(ours_mamba, args.steps),
+            "ours_mamba_[0,1]": tokens_per_s(ours_mamba_pos, args.steps),
+            "ours_deltanet_[-1,1]": tokens_per_s(ours_delta, args.steps),
+        },
+    }
+    tps = result["tokens_per_s"]
+    result["ratio_ours_mamba_over_transformers"] = tps["ours_mamba_[-1,1]"] / tps["transformers_mamba"]
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
