@@ -25,6 +25,7 @@ from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM, param_groups
+from lrnn_lm.tasks.tokenizer import task_tokenizer
 from lrnn_lm.training import checkpoint as ckpt
 from lrnn_lm.training.config import RunConfig, SourceConfig, load_config
 from lrnn_lm.training.corpus import build_corpus, build_tokenizer
@@ -331,7 +332,10 @@ def main(argv: list[str] | None = None) -> dict:
     if main_proc:
         if tokenizer is not None:
             tokenizer.save_pretrained(final)
-        if tokenizer is None and cfg.data.task is not None:
+        else:
+            # Task runs feed token ids directly; a word-level tokenizer over the task vocabulary (one id per
+            # token, same ids) makes the checkpoint usable by lm-eval and by text-based probes.
+            task_tokenizer(train_data.task).save_pretrained(final)
             (final / "task.json").write_text(json.dumps({"task": cfg.data.task.name, **cfg.data.task.options}))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         logger.info("done: %s", json.dumps(summary))

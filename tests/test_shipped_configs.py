@@ -1,0 +1,32 @@
+"""Every shipped YAML parses, and its model section builds a valid LRNNConfig."""
+
+from pathlib import Path
+
+import pytest
+
+from lrnn_lm import LRNNConfig
+from lrnn_lm.training.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs" / "train").glob("*.yaml")) + sorted(
+    (ROOT / "configs" / "state_tracking").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_parses_and_model_is_valid(path):
+    cfg = load_config(["--config", str(path)])
+    model = dict(cfg.model)
+    model.setdefault("vocab_size", 100)
+    LRNNConfig(**model)
+    if "state_tracking" in str(path):
+        assert cfg.data.task is not None and cfg.data.task.max_len == 40
+
+
+def test_paper_ranges_come_in_pairs():
+    names = {p.stem for p in CONFIGS}
+    for stem in names:
+        if stem.endswith("_neg"):
+            assert stem[:-4] + "_pos" in names
+    for required in ("default", "deltanet_340m_neg", "mamba_370m_pos", "deltanet_1.3b_neg", "parity_mamba_neg"):
+        assert required in names
