@@ -253,13 +253,17 @@ def main(argv: list[str] | None = None) -> dict:
             group["lr"] = lr
         step_loss, step_tokens = 0.0, 0
         for micro in range(accum):
-            batch = {k: v.to(accelerator.device) for k, v in next_batch().items() if k != "attention_mask"}
+            batch = next_batch()
+            # Tokens processed: padding (task batches are right-padded) does not count.
+            step_tokens += (
+                int(batch.pop("attention_mask").sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            )
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             sync = accelerator.no_sync(model) if micro < accum - 1 else _null()
             with sync:
                 loss = model(**batch, use_cache=False).loss
                 accelerator.backward(loss / accum)
             step_loss += loss.detach().float() / accum
-            step_tokens += int((batch["labels"] != -100).sum())
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
         loss_value = float(accelerator.reduce(step_loss.reshape(1), "mean"))
         finite = math.isfinite(loss_value) and bool(torch.isfinite(torch.as_tensor(grad_norm)))

@@ -154,13 +154,13 @@ class LRNNModel(LRNNPreTrainedModel):
 
 
 def _padding_mask(attention_mask: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor | None:
-    """``[batch, T, 1]`` float mask for the current tokens, or None when nothing is padded."""
+    """``[batch, T, 1]`` mask in the activations' dtype for the current tokens, or None when nothing is padded."""
     if attention_mask is None:
         return None
     mask = attention_mask[:, -hidden.shape[1] :]
     if bool(mask.all()):
         return None
-    return mask.to(torch.float32).unsqueeze(-1)
+    return mask.to(hidden.dtype).unsqueeze(-1)
 
 
 class LRNNForCausalLM(LRNNPreTrainedModel, GenerationMixin):

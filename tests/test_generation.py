@@ -85,3 +85,18 @@ def test_greedy_generate_equals_argmax_of_full_forwards(mixer):
             nxt = model(seq, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], dim=1)
     assert torch.equal(out, seq)
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_bf16_left_padded_generate_runs_and_matches_single(mixer):
+    model = tiny_model(mixer=mixer).to(torch.bfloat16)
+    model.generation_config.pad_token_id = 0
+    prompts = [torch.randint(1, 61, (1, n)) for n in (2, 6)]
+    ids = torch.cat([torch.nn.functional.pad(p, (6 - p.shape[1], 0)) for p in prompts])
+    mask = torch.cat([torch.nn.functional.pad(torch.ones_like(p), (6 - p.shape[1], 0)) for p in prompts])
+    with torch.no_grad():
+        padded = model(ids, attention_mask=mask, use_cache=False).logits
+        single = model(prompts[0], use_cache=False).logits
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
+    assert out.shape == (2, 10)
+    assert rel_rmse(padded[0:1, 4:], single) <= 1e-2  # bf16 activations

@@ -1,0 +1,198 @@
+"""Triton selective scan against the naive reference, on CPU under the Triton interpreter.
+
+Run with ``TRITON_INTERPRET=1 python -m pytest -m triton_interpret tests/kernels`` (the variable must be set
+before triton is imported). Every comparison is against :func:`selective_scan_naive`, never the chunk backend:
+outputs, final states and the gradients of every input (x, dt, A, B, C, D, z, initial_state).
+
+Tolerances (relative RMSE, :func:`lrnn_lm.kernels.testing.rel_rmse`):
+
+- fp32: 1e-5. Both sides compute in fp32; only the summation order differs (a tree scan against a loop).
+  Gates within about 1e-6 of 1 (``near_one``) are the worst conditioned: each step's gate carries one fp32
+  rounding (and numpy's ``exp`` is not torch's), so the state drifts by about T ulps; at T = 70 that measured
+  6.2e-6, within the bound.
+- bf16 / fp16: 1e-2. Both sides get the same half-precision inputs and compute in fp32; they differ only where
+  outputs and gradients are rounded back to the input dtype. One bf16 ulp is 2**-8 = 3.9e-3 relative, and the
+  interpreter converts fp32 to bf16 by truncation where torch and the GPU round to nearest, so results there
+  differ by up to one ulp (measured up to 7.5e-3 relative RMSE; with a round-to-nearest cast patched in for an
+  experiment, up to 5e-4).
+
+These kernels need none of the interpreter shims that fla's kernels need (see ``triton_interpreter.py``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lrnn_lm.kernels.testing import assert_close
+
+from .inputs import scan_inputs
+
+pytestmark = [
+    pytest.mark.triton_interpret,
+    pytest.mark.skipif(
+        os.environ.get("TRITON_INTERPRET") != "1",
+        reason="needs TRITON_INTERPRET=1 set before triton is imported: "
+        "TRITON_INTERPRET=1 python -m pytest -m triton_interpret tests/kernels",
+    ),
+]
+
+TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+NAMES = ("x", "dt", "A", "B", "C", "D", "z", "initial_state")
+
+
+def _inputs(batch, T, d, N, *, dtype, seed=0, dt_bias=-1.0, A=None, dt=None, with_dz=True, with_h0=True, n_seq=None):
+    """Leaf tensors: activations in ``dtype``; parameters ``A``, ``D`` and the state in fp32, as in a model."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, T, d, generator=g)
+    if dt is None:
+        dt = F.softplus(torch.randn(batch, T, d, generator=g) + dt_bias)
+    if A is None:
+        A = -torch.rand(d, N, generator=g) * 3 - 0.2
+    B = torch.randn(batch, T, N, generator=g)
+    C = torch.randn(batch, T, N, generator=g)
+    D = torch.randn(d, generator=g) if with_dz else None
+    z = torch.randn(batch, T, d, generator=g) if with_dz else None
+    h0 = torch.randn(n_seq or batch, d, N, generator=g) if with_h0 else None
+    acts = {"x": x, "dt": dt, "B": B, "C": C, "z": z}
+    out = {k: (v.to(dtype) if v is not None else None) for k, v in acts.items()}
+    out.update(A=A, D=D, initial_state=h0)
+    return {k: (v.requires_grad_() if v is not None else None) for k, v in out.items()}
+
+
+def _clone(inputs):
+    return {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in inputs.items()}
+
+
+def _run(fn, inputs, *, negative, cu_seqlens=None, seed=1):
+    y, h = fn(
+        inputs["x"],
+        inputs["dt"],
+        inputs["A"],
+        inputs["B"],
+        inputs["C"],
+        inputs["D"],
+        inputs["z"],
+        negative_eigvals=negative,
+        initial_state=inputs["initial_state"],
+        output_final_state=True,
+        cu_seqlens=cu_seqlens,
+    )
+    g = torch.Generator().manual_seed(seed)
+    gy = torch.randn(y.shape, generator=g)
+    gh = torch.randn(h.shape, generator=g)
+    ((y.float() * gy).sum() + (h * gh).sum()).backward()
+    return y, h
+
+
+def _check(inputs, *, negative, cu_seqlens=None, tol=None):
+    from lrnn_lm.kernels.selective_scan.naive import selective_scan_naive
+    from lrnn_lm.kernels.selective_scan.triton import selective_scan_triton
+
+    ref_inputs = _clone(inputs)
+    y, h = _run(selective_scan_triton, inputs, negative=negative, cu_seqlens=cu_seqlens)
+    y_ref, h_ref = _run(selective_scan_naive, ref_inputs, negative=negative, cu_seqlens=cu_seqlens)
+    tol = TOL[inputs["x"].dtype] if tol is None else tol
+    assert y.dtype == inputs["x"].dtype and h.dtype == torch.float32
+    assert_close(y, y_ref, tol, "y")
+    assert_close(h, h_ref, tol, "final_state")
+    for name in NAMES:
+        t, r = inputs[name], ref_inputs[name]
+        if t is None:
+            continue
+        assert t.grad is not None, f"no gradient for {name}"
+        assert t.grad.dtype == t.dtype, f"d{name} dtype {t.grad.dtype} != {t.dtype}"
+        assert_close(t.grad, r.grad, tol, f"d{name}")
+
+
+@pytest.mark.parametrize("T", [1, 17, 64, 100])
+@pytest.mark.parametrize("with_h0", [False, True], ids=["h0=0", "h0"])
+@pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_matches_naive(dtype, negative, with_h0, T):
+    _check(_inputs(2, T, 7, 4, dtype=dtype, with_h0=with_h0, seed=T), negative=negative)
+
+
+@pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
+def test_without_D_and_z(negative):
+    _check(_inputs(2, 33, 5, 4, dtype=torch.float32, with_dz=False), negative=negative)
+
+
+def test_fp16():
+    _check(_inputs(2, 40, 5, 4, dtype=torch.float16), negative=True)
+
+
+@pytest.mark.parametrize("gate", ["near_zero", "exact_zero", "half", "near_one", "exact_one"])
+@pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
+def test_edge_gates(gate, negative):
+    """exp(dt A) ~ 1e-30 or exactly 0 (signed gate ~ or exactly -1), exactly 1/2 (signed gate 0), ~1 or exactly 1."""
+    inputs = scan_inputs(2, 70, 5, 4, gate=gate, dtype=torch.float32)
+    _check(inputs, negative=negative)
+
+
+# Lengths 5, 0 (an empty sequence), 70 and 80: sequences cross tile and checkpoint boundaries at odd offsets.
+CU_SEQLENS = [0, 5, 5, 75, 155]
+
+
+@pytest.mark.parametrize("with_h0", [False, True], ids=["h0=0", "h0"])
+@pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cu_seqlens(dtype, negative, with_h0):
+    cu = torch.tensor(CU_SEQLENS, dtype=torch.int32)
+    inputs = _inputs(1, CU_SEQLENS[-1], 5, 4, dtype=dtype, with_h0=with_h0, n_seq=len(CU_SEQLENS) - 1)
+    _check(inputs, negative=negative, cu_seqlens=cu)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+@pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("varlen", [False, True], ids=["batch", "varlen"])
+def test_several_channel_blocks(monkeypatch, negative, varlen):
+    """Force 4 channels per forward program and 2 per backward program, so d_inner = 7 needs 2 and 4 programs
+    (the last part-masked) and N = 3 is padded to 4.
+
+    On CPU the default block covers all channels of these small tests, so this is what exercises the
+    cross-program atomics for dB and dC and the per-program scratch rows.
+    """
+    from lrnn_lm.kernels.selective_scan import triton as scan_triton
+
+    def small_blocks(d, n, device):
+        cfg = dict(BLOCK_T=16, BLOCK_N=_next_pow2(n), BLOCK_D=4, num_warps=4, BLOCK_D_BWD=2, num_warps_bwd=8)
+        return cfg
+
+    monkeypatch.setattr(scan_triton, "_config", small_blocks)
+    if varlen:
+        cu = torch.tensor(CU_SEQLENS, dtype=torch.int64)
+        inputs = _inputs(1, CU_SEQLENS[-1], 7, 3, dtype=torch.float32, n_seq=len(CU_SEQLENS) - 1)
+        _check(inputs, negative=negative, cu_seqlens=cu)
+    else:
+        _check(_inputs(2, 100, 7, 3, dtype=torch.float32), negative=negative)
+
+
+def test_no_final_state_and_no_grad():
+    from lrnn_lm.kernels.selective_scan.naive import selective_scan_naive
+    from lrnn_lm.kernels.selective_scan.triton import selective_scan_triton
+
+    inputs = {k: (v.detach() if v is not None else None) for k, v in _inputs(2, 20, 5, 4, dtype=torch.float32).items()}
+    args = [inputs[k] for k in ("x", "dt", "A", "B", "C", "D", "z")]
+    y, h = selective_scan_triton(*args, negative_eigvals=True, initial_state=inputs["initial_state"])
+    y_ref, _ = selective_scan_naive(*args, negative_eigvals=True, initial_state=inputs["initial_state"])
+    assert h is None
+    assert_close(y, y_ref, TOL[torch.float32], "y")
+
+
+def test_public_api_dispatches_to_triton():
+    from lrnn_lm.kernels import selective_scan
+
+    inputs = {k: (v.detach() if v is not None else None) for k, v in _inputs(2, 20, 5, 4, dtype=torch.float32).items()}
+    args = [inputs[k] for k in ("x", "dt", "A", "B", "C", "D", "z")]
+    kw = dict(negative_eigvals=True, initial_state=inputs["initial_state"], output_final_state=True)
+    y, h = selective_scan(*args, backend="triton", **kw)
+    y_ref, h_ref = selective_scan(*args, backend="naive", **kw)
+    assert_close(y, y_ref, TOL[torch.float32], "y")
+    assert_close(h, h_ref, TOL[torch.float32], "final_state")
