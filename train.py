@@ -14,9 +14,11 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -122,7 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
         vocab_size = len(tokenizer)
         special = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
         stream = build_text_dataset(cfg.data.sources, rank, world, cfg.train.seed, cfg.data.shuffle_buffer)
-        train_data = TextPacker(stream, tokenizer, cfg.data.seq_len)
+        train_data = TextPacker(
+            stream, tokenizer, cfg.data.seq_len, name=", ".join(str(x.path) for x in cfg.data.sources)
+        )
         reset = cfg.data.reset_state_at_doc_boundary
         mb = cfg.train.micro_batch_size
 
@@ -202,8 +206,6 @@ def main(argv: list[str] | None = None) -> dict:
         if main_proc:
             ckpt_root.mkdir(parents=True, exist_ok=True)
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(tmp))
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
                 int(batch.pop("attention_mask").sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             )
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            sync = accelerator.no_sync(model) if micro < accum - 1 else _null()
+            sync = accelerator.no_sync(model) if micro < accum - 1 else nullcontext()
             with sync:
                 loss = model(**batch, use_cache=False).loss
                 accelerator.backward(loss / accum)
@@ -345,14 +347,6 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("done: %s", json.dumps(summary))
     accelerator.end_training()
     return summary
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":

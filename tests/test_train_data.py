@@ -86,6 +86,16 @@ def test_non_utf8_text_is_skipped_and_counted(tmp_path):
     assert p.stats.skipped_invalid_utf8 >= 1 and p.stats.docs >= 2
 
 
+def test_non_utf8_jsonl_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "bad \xff\xfe bytes"}\n')
+    p = packer(path)
+    p.name = str(path)
+    with pytest.raises(DataError, match="bad.jsonl.*not UTF-8"):
+        for _ in range(3):
+            p.next_row()
+
+
 def test_missing_text_column_is_a_clear_error(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", ["abc"], key="content")
     with pytest.raises(DataError, match="no text column 'text'.*content"):

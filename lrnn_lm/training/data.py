@@ -127,6 +127,7 @@ class TextPacker:
     stats: DataStats = field(default_factory=DataStats)
     epoch: int = 0
     pending: list[int] = field(default_factory=list)  # tokens of the current document not yet packed
+    name: str = "training data"  # for error messages
 
     def __post_init__(self) -> None:
         self._docs: Iterator | None = None
@@ -155,6 +156,11 @@ class TextPacker:
                 self._docs = iter(self.dataset)
             try:
                 text = next(self._docs)["text"]
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"data source {self.name!r} holds bytes that are not UTF-8 ({e}); .txt sources replace them "
+                    "and skip the document, json/parquet files must be re-encoded"
+                ) from e
             except StopIteration:
                 if empty_epoch and self.stats.docs == 0:
                     raise DataError("the training data holds no usable document") from None
