@@ -17,8 +17,15 @@ import torch.nn.functional as F
 
 from ..varlen import run_per_sequence
 
-# Steps per block: [BLOCK, batch, d_inner, N] fp32 tensors should fit in cache (64 * 4 * 256 * 16 * 4 B = 4 MiB).
-BLOCK = 64
+# A block of steps holds [steps, batch, d_inner, N] fp32 working tensors, sized to stay in cache (about 8 MiB):
+# 64 steps at batch 4, d_inner 256, N 16; 8 steps at batch 128, d_inner 128, N 16. Tiling only: the
+# algorithm and its result do not depend on it.
+BLOCK_ELEMENTS = 1 << 21
+MIN_BLOCK, MAX_BLOCK = 8, 64
+
+
+def block_steps(batch: int, d_inner: int, n: int) -> int:
+    return max(MIN_BLOCK, min(MAX_BLOCK, BLOCK_ELEMENTS // max(1, batch * d_inner * n)))
 
 
 def _gates(dt: torch.Tensor, A: torch.Tensor, negative: bool) -> torch.Tensor:
@@ -31,25 +38,26 @@ def _gates(dt: torch.Tensor, A: torch.Tensor, negative: bool) -> torch.Tensor:
 class _SelectiveScanFn(torch.autograd.Function):
     """Core scan on time-major fp32 tensors: ``dt, dtx: [T, b, d]``, ``B, C: [T, b, N]``, ``h0: [b, d, N]``.
 
-    Time is cut into blocks of ``BLOCK`` steps so the ``[BLOCK, b, d, N]`` working tensors stay in cache.
+    Time is cut into blocks of :func:`block_steps` steps so the ``[steps, b, d, N]`` working tensors stay in cache.
     The forward keeps only each block's start state; the backward recomputes a block's gates and
-    states from that checkpoint, then runs the reverse scan over it. Memory: O(T * d + T / BLOCK * d * N).
+    states from that checkpoint, then runs the reverse scan over it. Memory: O(T * d + T / steps * d * N).
     Returns ``y: [T, b, d]`` (without D and z) and the final state ``[b, d, N]``.
     """
 
     @staticmethod
     def forward(ctx, dt, A, dtx, B, C, h0, negative: bool):
         T = dt.shape[0]
+        block = block_steps(*h0.shape)
         y = dt.new_empty(dt.shape)
-        starts = list(range(0, T, BLOCK))
+        starts = list(range(0, T, block))
         ckpts = dt.new_empty((len(starts), *h0.shape))
         h = h0
         for i, s in enumerate(starts):
             ckpts[i] = h
-            a, buf = _block_states(dt, A, dtx, B, h, s, min(s + BLOCK, T), negative)
-            torch.matmul(buf[1:], C[s : s + BLOCK].unsqueeze(-1), out=y[s : s + BLOCK].unsqueeze(-1))
+            a, buf = _block_states(dt, A, dtx, B, h, s, min(s + block, T), negative)
+            torch.matmul(buf[1:], C[s : s + block].unsqueeze(-1), out=y[s : s + block].unsqueeze(-1))
             h = buf[-1].clone()
-        ctx.negative = negative
+        ctx.negative, ctx.block = negative, block
         ctx.save_for_backward(dt, A, dtx, B, C, ckpts)
         return y, h
 
@@ -62,7 +70,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         dA = torch.zeros_like(A)
         dh = torch.zeros_like(ckpts[0]) if dhT is None else dhT.clone()  # dL/d(state after the block)
         for i in range(len(ckpts) - 1, -1, -1):
-            s, e = i * BLOCK, min((i + 1) * BLOCK, T)
+            s, e = i * ctx.block, min((i + 1) * ctx.block, T)
             a, buf = _block_states(dt, A, dtx, B, ckpts[i], s, e, ctx.negative)
             hs, dy_b = buf[1:], dy[s:e]
             # Contractions over d as row-vector @ matrix, over N as matrix @ column-vector: both far
