@@ -143,3 +143,63 @@ def test_import_registers_in_fresh_process(tmp_path, eigval_range):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("LRNNForCausalLM")
     assert lrnn_lm.__name__ == "lrnn_lm"
+
+
+def _hand_set_parity_mamba(eigval_range: str) -> LRNNForCausalLM:
+    """A 1-layer Mamba whose gate is ~ -1 on bit 1 and ~ +1 on bit 0 in the signed range (tokens 1 = "0", 2 = "1").
+
+    Bit 1 gives dt ~ 15 (exp(dt A) ~ 0), bit 0 gives dt ~ 0, and the input term is dt * const, so with the signed
+    gate the state of channel 0 alternates between ~17 and ~0 with the parity of the ones so far. With the unit
+    gate the same weights reset the state on every 1 instead.
+    """
+    config = LRNNConfig(
+        vocab_size=3,
+        hidden_size=4,
+        num_hidden_layers=1,
+        mixer="mamba",
+        eigval_range=eigval_range,
+        state_size=1,
+        expand=1,
+        dt_rank=1,
+        conv_kernel=4,
+        use_conv_bias=False,
+        intermediate_size=0,
+    )
+    model = LRNNForCausalLM(config).eval()
+    mixer = model.model.layers[0].mixer
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.model.embeddings.weight[1] = torch.tensor([-1.0, 1.0, 0.0, 0.0])  # bit 0
+        model.model.embeddings.weight[2] = torch.tensor([1.0, 1.0, 0.0, 0.0])  # bit 1
+        model.model.layers[0].mixer_norm.weight.fill_(1.0)  # normalised input: [+-1.41, 1.41, 0, 0]
+        mixer.in_proj.weight[0, 1] = 1.0  # x0: constant 1.41 -> silu -> 1.14
+        mixer.in_proj.weight[1, 0] = 5.0  # x1: +-7.07 by bit -> silu -> 7.06 or ~0
+        mixer.in_proj.weight[4:, 1] = 10.0  # z: constant, silu(z) ~ 14
+        mixer.conv.conv1d.weight[:, 0, -1] = 1.0  # identity: only the current token
+        mixer.x_proj.weight[0, 1] = 1.0  # dt_r = x1
+        mixer.x_proj.weight[1, 0] = 1.0 / torch.nn.functional.silu(torch.tensor(2**0.5))  # B = 1
+        mixer.x_proj.weight[2, 0] = 1.0 / torch.nn.functional.silu(torch.tensor(2**0.5))  # C = 1
+        mixer.dt_proj.weight.fill_(5.0)
+        mixer.dt_proj.bias.fill_(-20.0)  # dt = softplus(5 x1 - 20): ~15 for bit 1, ~2e-9 for bit 0
+        mixer.A_log.zero_()  # A = -1
+        mixer.out_proj.weight.copy_(torch.eye(4))
+    return model
+
+
+@pytest.mark.parametrize("eigval_range", RANGES)
+def test_hand_set_mamba_tracks_parity_only_with_negative_eigenvalues(eigval_range):
+    bits = torch.randint(0, 2, (8, 256), generator=torch.Generator().manual_seed(0))
+    parity = bits.cumsum(1) % 2
+    model = _hand_set_parity_mamba(eigval_range)
+    captured = []
+    model.model.layers[0].mixer.register_forward_hook(lambda mod, args, out: captured.append(out))
+    with torch.no_grad():
+        model(bits + 1, use_cache=False)
+    readout = captured[0][..., 0] > 100.0  # mixer output channel 0: ~ 17 * 14 = 240 when the state holds a 1
+    acc = (readout.long() == parity).float().mean().item()
+    if eigval_range == "[-1,1]":
+        assert acc == 1.0
+    else:
+        # The same weights in [0,1] only remember whether a 1 has occurred: on random bits, about chance.
+        assert acc < 0.6
