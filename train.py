@@ -346,6 +346,11 @@ def main(argv: list[str] | None = None) -> dict:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         logger.info("done: %s", json.dumps(summary))
     accelerator.end_training()
+    if torch.distributed.is_initialized():
+        # Tear the process group down while every rank is idle. Left to interpreter exit, gloo's destructor
+        # can join a worker thread that is waiting for the GIL (to free an all-gather buffer): a deadlock.
+        accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
     return summary
 
 
