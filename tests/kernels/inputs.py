@@ -62,20 +62,31 @@ def delta_inputs(batch, T, H, K, V, *, beta_max=1.0, beta="random", dtype=torch.
 
 
 def outputs_and_grads(fn, inputs: dict, positional: tuple[str, ...], seed: int = 1, **kwargs):
-    """Run ``fn``, backprop fixed random cotangents through the output and the final state, and return
-    ``{"out": o, "state": S, "grad_<name>": ...}`` for every input that requires grad."""
+    """Run ``fn``, backprop fixed random fp32 cotangents through the output and the final state, and return
+    ``{"out": o, "state": S, "grad_<name>": ...}`` for every input that requires grad (each must get one)."""
     args = [inputs[n] for n in positional]
     kw = {k: v for k, v in inputs.items() if k not in positional}
     o, S = fn(*args, **kw, output_final_state=True, **kwargs)
     g = torch.Generator().manual_seed(seed)
-    do = torch.randn(o.shape, generator=g).to(o.dtype)
+    do = torch.randn(o.shape, generator=g)
     dS = torch.randn(S.shape, generator=g)
     leaves = {n: t for n, t in inputs.items() if t is not None and t.requires_grad}
-    grads = torch.autograd.grad((o * do).float().sum() + (S * dS).sum(), list(leaves.values()), allow_unused=True)
+    grads = torch.autograd.grad((o.float() * do).sum() + (S * dS).sum(), list(leaves.values()), allow_unused=True)
     result = {"out": o.detach(), "state": S.detach()}
     for name, gr in zip(leaves, grads):
-        result[f"grad_{name}"] = torch.zeros_like(leaves[name]) if gr is None else gr
+        assert gr is not None, f"no gradient for {name}"
+        assert gr.dtype == leaves[name].dtype, f"d{name} dtype {gr.dtype} != {leaves[name].dtype}"
+        result[f"grad_{name}"] = gr
     return result
+
+
+def check_against_naive(fn, naive, inputs: dict, positional: tuple[str, ...], tol: float, out_like: str, **kwargs):
+    """``fn`` against its ``naive`` reference on the same leaves: output, final state and every gradient within
+    ``tol`` relative RMSE, the output in ``inputs[out_like]``'s dtype and the final state in fp32."""
+    got = outputs_and_grads(fn, inputs, positional, **kwargs)
+    ref = outputs_and_grads(naive, inputs, positional, **kwargs)
+    assert got["out"].dtype == inputs[out_like].dtype and got["state"].dtype == torch.float32
+    return compare(got, ref, tol)
 
 
 def compare(actual: dict, expected: dict, tol: float) -> dict:

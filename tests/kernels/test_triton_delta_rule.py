@@ -35,6 +35,8 @@ import torch.nn.functional as F
 
 from lrnn_lm.kernels.testing import assert_close
 
+from .inputs import check_against_naive
+
 pytestmark = [
     pytest.mark.triton_interpret,
     pytest.mark.skipif(
@@ -49,7 +51,7 @@ pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed
 CHUNK_TOL = {torch.float16: 5e-3}
 DECODE_TOL = {torch.float16: 5e-3, torch.bfloat16: 1e-2}
 FP32_TOL = 1e-5
-NAMES = ("q", "k", "v", "beta", "initial_state")
+POS = ("q", "k", "v", "beta")
 
 
 def _inputs(batch, T, H, K, V, *, dtype, seed=0, with_h0=True, n_seq=None):
@@ -64,44 +66,11 @@ def _inputs(batch, T, H, K, V, *, dtype, seed=0, with_h0=True, n_seq=None):
     return {name: (t.requires_grad_() if t is not None else None) for name, t in out.items()}
 
 
-def _clone(inputs):
-    return {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in inputs.items()}
-
-
-def _run(fn, inputs, *, cu_seqlens=None, seed=1):
-    o, S = fn(
-        inputs["q"],
-        inputs["k"],
-        inputs["v"],
-        inputs["beta"],
-        initial_state=inputs["initial_state"],
-        output_final_state=True,
-        cu_seqlens=cu_seqlens,
-    )
-    g = torch.Generator().manual_seed(seed)
-    go = torch.randn(o.shape, generator=g)
-    gS = torch.randn(S.shape, generator=g)
-    ((o.float() * go).sum() + (S * gS).sum()).backward()
-    return o, S
-
-
 def _check(inputs, tol, *, cu_seqlens=None):
     from lrnn_lm.kernels.delta_rule.naive import delta_rule_naive
     from lrnn_lm.kernels.delta_rule.triton import delta_rule_triton
 
-    ref_inputs = _clone(inputs)
-    o, S = _run(delta_rule_triton, inputs, cu_seqlens=cu_seqlens)
-    o_ref, S_ref = _run(delta_rule_naive, ref_inputs, cu_seqlens=cu_seqlens)
-    assert o.dtype == inputs["v"].dtype and S.dtype == torch.float32
-    assert_close(o, o_ref, tol, "o")
-    assert_close(S, S_ref, tol, "final_state")
-    for name in NAMES:
-        t, r = inputs[name], ref_inputs[name]
-        if t is None:
-            continue
-        assert t.grad is not None, f"no gradient for {name}"
-        assert t.grad.dtype == t.dtype, f"d{name} dtype {t.grad.dtype} != {t.dtype}"
-        assert_close(t.grad, r.grad, tol, f"d{name}")
+    check_against_naive(delta_rule_triton, delta_rule_naive, inputs, POS, tol, "v", cu_seqlens=cu_seqlens)
 
 
 # K != V so that a transposed state layout would fail.

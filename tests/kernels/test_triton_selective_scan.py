@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from lrnn_lm.kernels.testing import assert_close
 
-from .inputs import scan_inputs
+from .inputs import check_against_naive, scan_inputs
 
 pytestmark = [
     pytest.mark.triton_interpret,
@@ -41,7 +41,7 @@ pytestmark = [
 ]
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
-NAMES = ("x", "dt", "A", "B", "C", "D", "z", "initial_state")
+POS = ("x", "dt", "A", "B", "C", "D", "z")
 
 
 def _inputs(batch, T, d, N, *, dtype, seed=0, dt_bias=-1.0, A=None, dt=None, with_dz=True, with_h0=True, n_seq=None):
@@ -63,49 +63,21 @@ def _inputs(batch, T, d, N, *, dtype, seed=0, dt_bias=-1.0, A=None, dt=None, wit
     return {k: (v.requires_grad_() if v is not None else None) for k, v in out.items()}
 
 
-def _clone(inputs):
-    return {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in inputs.items()}
-
-
-def _run(fn, inputs, *, negative, cu_seqlens=None, seed=1):
-    y, h = fn(
-        inputs["x"],
-        inputs["dt"],
-        inputs["A"],
-        inputs["B"],
-        inputs["C"],
-        inputs["D"],
-        inputs["z"],
-        negative_eigvals=negative,
-        initial_state=inputs["initial_state"],
-        output_final_state=True,
-        cu_seqlens=cu_seqlens,
-    )
-    g = torch.Generator().manual_seed(seed)
-    gy = torch.randn(y.shape, generator=g)
-    gh = torch.randn(h.shape, generator=g)
-    ((y.float() * gy).sum() + (h * gh).sum()).backward()
-    return y, h
-
-
 def _check(inputs, *, negative, cu_seqlens=None, tol=None):
     from lrnn_lm.kernels.selective_scan.naive import selective_scan_naive
     from lrnn_lm.kernels.selective_scan.triton import selective_scan_triton
 
-    ref_inputs = _clone(inputs)
-    y, h = _run(selective_scan_triton, inputs, negative=negative, cu_seqlens=cu_seqlens)
-    y_ref, h_ref = _run(selective_scan_naive, ref_inputs, negative=negative, cu_seqlens=cu_seqlens)
     tol = TOL[inputs["x"].dtype] if tol is None else tol
-    assert y.dtype == inputs["x"].dtype and h.dtype == torch.float32
-    assert_close(y, y_ref, tol, "y")
-    assert_close(h, h_ref, tol, "final_state")
-    for name in NAMES:
-        t, r = inputs[name], ref_inputs[name]
-        if t is None:
-            continue
-        assert t.grad is not None, f"no gradient for {name}"
-        assert t.grad.dtype == t.dtype, f"d{name} dtype {t.grad.dtype} != {t.dtype}"
-        assert_close(t.grad, r.grad, tol, f"d{name}")
+    check_against_naive(
+        selective_scan_triton,
+        selective_scan_naive,
+        inputs,
+        POS,
+        tol,
+        "x",
+        negative_eigvals=negative,
+        cu_seqlens=cu_seqlens,
+    )
 
 
 @pytest.mark.parametrize("T", [1, 17, 64, 100])
