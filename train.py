@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -346,11 +347,14 @@ def main(argv: list[str] | None = None) -> dict:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         logger.info("done: %s", json.dumps(summary))
     accelerator.end_training()
-    if torch.distributed.is_initialized():
-        # Tear the process group down while every rank is idle. Left to interpreter exit, gloo's destructor
-        # can join a worker thread that is waiting for the GIL (to free an all-gather buffer): a deadlock.
+    if world > 1:
+        # Everything is written. Leave without tearing down: freeing the DDP reducer (when this frame ends)
+        # destroys gloo's process group while holding the GIL, and gloo joins a worker thread that may be
+        # waiting for the GIL, an intermittent hang at exit seen with torch 2.13.
         accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return summary
 
 
