@@ -346,12 +346,12 @@ def main(argv: list[str] | None = None) -> dict:
             (final / "task.json").write_text(json.dumps({"task": cfg.data.task.name, **cfg.data.task.options}))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         logger.info("done: %s", json.dumps(summary))
-    accelerator.end_training()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # also destroys the process group
     if world > 1:
         # Everything is written. Leave without tearing down: freeing the DDP reducer (when this frame ends)
         # destroys gloo's process group while holding the GIL, and gloo joins a worker thread that may be
         # waiting for the GIL, an intermittent hang at exit seen with torch 2.13.
-        accelerator.wait_for_everyone()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
