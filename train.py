@@ -102,8 +102,12 @@ def nonfinite_groups(optimizer) -> list[str]:
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + f"\n\nDefaults and every key: {DEFAULT_CONFIG}")
+        raise SystemExit(0)
     base = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    cfg = load_config(sys.argv[1:] if argv is None else argv, base=base)
+    cfg = load_config(argv, base=base)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     out = Path(cfg.out_dir)
@@ -175,6 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         accelerator.init_trackers(cfg.logging.project, config={"out_dir": cfg.out_dir})
     metrics_file = out / "metrics.jsonl"
+    if main_proc and resume_from is None and metrics_file.exists():
+        # A fresh run into a used out_dir must not append to the old run's curve; keep the old one aside.
+        metrics_file.replace(out / "metrics.prev.jsonl")
+        logger.warning("fresh run in %s: the previous metrics.jsonl is now metrics.prev.jsonl", out)
 
     def log(record: dict) -> None:
         if main_proc:

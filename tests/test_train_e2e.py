@@ -137,3 +137,9 @@ def test_unknown_key_fails_before_any_work(tmp_path):
     r = run_train([f"--out_dir={tmp_path / 'x'}", "--optim.learning_rate=1"])
     assert r.returncode != 0 and "unknown key 'optim.learning_rate'" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_help_prints_usage_and_starts_nothing():
+    r = run_train(["--help"])
+    assert r.returncode == 0, r.stderr
+    assert "accelerate launch train.py" in r.stdout and "default.yaml" in r.stdout
