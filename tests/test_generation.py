@@ -34,6 +34,18 @@ def test_full_forward_equals_prefill_plus_decode(mixer, eigval_range, prefill, c
     assert rel_rmse(steps, full) <= TOL
 
 
+@pytest.mark.parametrize("mixer,no_conv", [("deltanet", {"use_short_conv": False}), ("mamba", {"conv_kernel": 1})])
+@pytest.mark.parametrize("eigval_range", RANGES)
+def test_prefill_plus_decode_without_a_short_conv(mixer, no_conv, eigval_range):
+    """The CPU state-tracking configs drop the short conv; their cache must still carry the recurrent state."""
+    model = tiny_model(mixer=mixer, eigval_range=eigval_range, **no_conv)
+    ids = torch.randint(0, 61, (3, 17))
+    with torch.no_grad():
+        full = model(ids, use_cache=False).logits
+    for prefill, chunk in [(1, 1), (6, 5)]:
+        assert rel_rmse(stepwise_logits(model, ids, prefill, chunk), full) <= TOL
+
+
 @pytest.mark.parametrize("mixer", MIXERS)
 def test_recurrent_state_is_fp32(mixer):
     model = tiny_model(mixer=mixer).to(torch.bfloat16)

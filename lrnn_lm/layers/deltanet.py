@@ -54,8 +54,11 @@ class DeltaNetMixer(nn.Module):
         conv_history = cache.get_conv_state(self.layer_idx) if cache is not None and self.conv is not None else None
         state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
         q, k, v, beta, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
-        if cache is not None and self.conv is not None:
-            cache.update_conv_state(conv_in.transpose(1, 2), self.layer_idx, conv_kernel_size=self.conv.kernel_size)
+        if cache is not None:
+            # transformers marks a linear-attention cache layer as holding state only through update_conv_state,
+            # so a conv-less layer records a width-1 window too; without it the next step would start from zero.
+            width = self.conv.kernel_size if self.conv is not None else 1
+            cache.update_conv_state(conv_in.transpose(1, 2), self.layer_idx, conv_kernel_size=width)
         o, final = delta_rule(
             q,
             k,
