@@ -29,10 +29,13 @@ def write_plots(out: Path, results: dict) -> list[Path]:
     for label, entry in results.items():
         fig, ax = plt.subplots(figsize=(6, 4))
         lowest = 0.0
-        for name, model in entry["models"].items():
+        for i, (name, model) in enumerate(entry["models"].items()):
             rows = sorted(model["per_length"].values(), key=lambda r: r["effective_length"])
             scores = [r["scaled_acc"] for r in rows]
-            ax.plot([r["effective_length"] for r in rows], scores, marker="o", label=name)
+            # Models often score identically (all exact, or all at chance): shrinking markers and alternating
+            # dashes keep every line visible where they overlap.
+            style = {"marker": "osD^v"[i % 5], "markersize": max(3, 9 - 2 * i), "ls": ("-", "--", ":", "-.")[i % 4]}
+            ax.plot([r["effective_length"] for r in rows], scores, label=name, **style)
             lowest = min(lowest, *scores)
         ax.axhline(0.0, color="grey", lw=0.8, ls="--")
         ax.set(xlabel="test length", ylabel="scaled accuracy", title=label, ylim=(lowest - 0.1, 1.05))
