@@ -30,3 +30,13 @@ def test_paper_ranges_come_in_pairs():
             assert stem[:-4] + "_pos" in names
     for required in ("default", "deltanet_340m_neg", "mamba_370m_pos", "deltanet_1.3b_neg", "parity_mamba_neg"):
         assert required in names
+
+
+@pytest.mark.parametrize("neg", [p for p in CONFIGS if p.stem.endswith("_neg")], ids=lambda p: p.name)
+def test_range_pairs_differ_only_in_the_range(neg):
+    """A [0,1] vs [-1,1] comparison is fair only if nothing else changes between the two runs."""
+    pos = neg.with_name(neg.stem[:-4] + "_pos.yaml")
+    a, b = load_config(["--config", str(neg)]).to_dict(), load_config(["--config", str(pos)]).to_dict()
+    assert a["model"].pop("eigval_range") == "[-1,1]" and b["model"].pop("eigval_range") == "[0,1]"
+    assert a.pop("out_dir") != b.pop("out_dir")
+    assert a == b
