@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. model.dt_scale=1")
     parser.add_argument("--output", help="write the values to this JSON file")
     args = parser.parse_args(argv)
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
     results = {}
     for path in args.configs:
         results[path] = parity_signal_at_init(config_from_train_yaml(path, args.set), args.bits, args.seeds)
