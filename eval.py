@@ -26,7 +26,14 @@ from lrnn_lm.analysis.report import (
     spectrum_markdown,
     table4_markdown,
 )
-from lrnn_lm.analysis.spectrum import BINS, NEAR_MINUS_ONE, WHAT, collect_spectrum, text_documents, token_windows
+from lrnn_lm.analysis.spectrum import (
+    BINS,
+    NEAR_MINUS_ONE,
+    collect_spectrum,
+    eigenvalue_descriptions,
+    text_documents,
+    token_windows,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
             "text": args.spectrum_text or "built-in corpus validation split",
             "bins": BINS,
             "near_minus_one": f"< {NEAR_MINUS_ONE}",
-            "what": WHAT,
+            "what": eigenvalue_descriptions(),
             "checkpoints": spectra,
         }
         files["spectrum.md"] = spectrum_markdown(spectra)

@@ -6,7 +6,7 @@ The recurrent state restarts at every offset, from ``initial_state[i]`` or from 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -33,15 +33,15 @@ def check_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, total: int, initial_s
 def run_per_sequence(
     fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
     cu_seqlens: torch.Tensor,
-    time_major: Sequence[torch.Tensor | None],
+    sequence: Mapping[str, torch.Tensor | None],
     initial_state: torch.Tensor | None,
     state_shape: tuple[int, ...],
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``fn`` once per packed sequence and stitch the results back together.
 
-    ``time_major`` holds the ``[1, T, ...]`` tensors to split along time (``None`` passes through).
-    ``fn(*pieces, initial_state=..., output_final_state=True, **kwargs)`` must return ``(o, state)``.
+    ``sequence`` holds the ``[1, T, ...]`` tensors to split along time, by keyword (``None`` passes through).
+    ``fn(**pieces, initial_state=..., output_final_state=True, **kwargs)`` must return ``(o, state)``.
     Total sequential work stays T steps, so this costs no more than one long call.
     """
     offsets = cu_seqlens.tolist()
@@ -50,12 +50,12 @@ def run_per_sequence(
         h0 = None if initial_state is None else initial_state[i : i + 1]
         if e == s:
             # An empty sequence produces no output; its final state is its initial state.
-            ref = next(t for t in time_major if t is not None)
+            ref = next(t for t in sequence.values() if t is not None)
             state = torch.zeros((1, *state_shape), dtype=torch.float32, device=ref.device) if h0 is None else h0.float()
             states.append(state)
             continue
-        pieces = [None if t is None else t[:, s:e] for t in time_major]
-        o, state = fn(*pieces, initial_state=h0, output_final_state=True, **kwargs)
+        pieces = {name: None if t is None else t[:, s:e] for name, t in sequence.items()}
+        o, state = fn(**pieces, initial_state=h0, output_final_state=True, **kwargs)
         outs.append(o)
         states.append(state)
     return torch.cat(outs, dim=1), torch.cat(states, dim=0)

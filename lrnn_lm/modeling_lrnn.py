@@ -14,14 +14,11 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from .configuration_lrnn import LRNNConfig
-from .layers.deltanet import DeltaNetMixer
-from .layers.mamba import MambaMixer
+from .layers import Mixer, get_mixer
 from .layers.mlp import SwiGLU
 from .layers.norm import RMSNorm
 from .param_tags import tag_biases, tag_no_weight_decay, tagged_names
 from .remote_code import AUTO_MAP, write_remote_code
-
-MIXER_CLASSES = {"mamba": MambaMixer, "deltanet": DeltaNetMixer}
 
 
 @dataclass
@@ -46,10 +43,10 @@ class LRNNBlock(GradientCheckpointingLayer):
         super().__init__()
         self.mixer_type = config.layer_mixers[layer_idx]
         self.mixer_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
-        self.mixer = MIXER_CLASSES[self.mixer_type](config, layer_idx)
+        self.mixer = get_mixer(self.mixer_type)(config, layer_idx)
         if config.intermediate_size > 0:
             self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
-            self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
+            self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.hidden_act)
         else:
             self.mlp_norm = self.mlp = None
 
@@ -70,8 +67,8 @@ class LRNNPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, MambaMixer):
-            module.reset_mamba_parameters()
+        if isinstance(module, Mixer):
+            module.init_weights()
         elif isinstance(module, RMSNorm):
             init.ones_(module.weight)
 

@@ -1,10 +1,13 @@
-"""Tiny models for the tests."""
+"""Tiny models for the tests. The mixer list comes from the registry, so a new mixer is tested everywhere."""
 
 import torch
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM
+from lrnn_lm.layers import MIXERS as REGISTRY
 
-MIXERS = ["mamba", "deltanet"]
+MIXERS = list(REGISTRY)
+# Mixers with state transitions (the spectrum and the eigenvalue-range tests apply to them).
+RECURRENT_MIXERS = [m for m in MIXERS if REGISTRY[m].eigenvalues_are is not None]
 RANGES = ["[0,1]", "[-1,1]"]
 
 
@@ -34,3 +37,22 @@ def tiny_model(mixer="deltanet", eigval_range="[-1,1]", seed=0, **kw) -> LRNNFor
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
     return model
+
+
+def _large_dt(mixer) -> None:
+    mixer.dt_bias.fill_(3.0) if hasattr(mixer, "dt_bias") else mixer.dt_proj.bias.fill_(3.0)
+
+
+def _large_beta(mixer) -> None:
+    mixer.b_proj.weight.mul_(50.0)
+
+
+# How to push each mixer's gates towards the negative side, for the eigenvalue-range tests. Every recurrent
+# mixer needs an entry (tests/test_modeling.py checks), so a new mixer cannot silently skip those tests.
+PUSH_NEGATIVE = {"mamba": _large_dt, "deltanet": _large_beta}
+
+
+@torch.no_grad()
+def push_gates_negative(model: LRNNForCausalLM) -> None:
+    for layer in model.model.layers:
+        PUSH_NEGATIVE[layer.mixer_type](layer.mixer)

@@ -18,7 +18,7 @@ from lrnn_lm.analysis.spectrum import collect_spectrum
 from lrnn_lm.tasks import get_task
 from lrnn_lm.tasks.tokenizer import task_tokenizer
 
-from .models import MIXERS, tiny_model
+from .models import MIXERS, RECURRENT_MIXERS, push_gates_negative, tiny_model
 from .training_utils import ROOT, TINY_MODEL, data_args, make_corpus, run_train
 
 # Subprocesses run offline (no Hub) and on one thread: tiny models run faster on one, much faster when other jobs
@@ -194,19 +194,16 @@ def test_probe_labels_end_with_the_task_answer(name):
         assert len(seq.labels) == len(seq.pieces)
 
 
-@pytest.mark.parametrize("mixer", MIXERS)
+@pytest.mark.parametrize("mixer", RECURRENT_MIXERS)
 def test_spectrum_signs_and_padding(mixer):
     windows = [torch.randint(1, 61, (n,)).tolist() for n in (17, 5, 30)]
     unsigned = tiny_model(mixer=mixer, eigval_range="[0,1]")
     signed = tiny_model(mixer=mixer, eigval_range="[-1,1]")
-    with torch.no_grad():  # push the gates to the negative side, as in test_modeling
-        for m in (unsigned, signed):
-            for layer in m.model.layers:
-                if mixer == "mamba":
-                    layer.mixer.dt_proj.bias.fill_(3.0)
-                else:
-                    layer.mixer.b_proj.weight.mul_(50.0)
-    per_token = 24 * 2 * 5 if mixer == "mamba" else 2  # d_inner x N gates, or one eigenvalue per head
+    for m in (unsigned, signed):  # push the gates to the negative side, as in test_modeling
+        push_gates_negative(m)
+    # Eigenvalues per token, read off the mixer itself (Mamba: d_inner x N gates; DeltaNet: one per head).
+    probe = unsigned.model.layers[0].mixer.transition_eigenvalues(torch.zeros(1, 1, 24), None, None)
+    per_token = probe[0, 0].numel()
     for layer in collect_spectrum(unsigned, windows, batch_size=3):
         assert layer["count"] == 52 * per_token  # padded positions are not counted
         assert layer["frac_negative"] == 0 and layer["min"] >= 0 and layer["max"] <= 1

@@ -7,10 +7,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 import lrnn_lm
 from lrnn_lm import LRNNConfig, LRNNForCausalLM, LRNNModel, param_groups
-from lrnn_lm.layers.deltanet import DeltaNetMixer
-from lrnn_lm.layers.mamba import MambaMixer
 
-from .models import MIXERS, RANGES, tiny_config, tiny_model
+from .models import MIXERS, PUSH_NEGATIVE, RANGES, RECURRENT_MIXERS, push_gates_negative, tiny_config, tiny_model
 
 
 def test_auto_registration():
@@ -19,7 +17,7 @@ def test_auto_registration():
     assert type(AutoModelForCausalLM.from_config(tiny_config())) is LRNNForCausalLM
 
 
-@pytest.mark.parametrize("mixer", MIXERS + [["mamba", "deltanet"]])
+@pytest.mark.parametrize("mixer", MIXERS + [MIXERS])
 def test_save_and_from_pretrained_identical_logits(tmp_path, mixer):
     model = tiny_model(mixer=mixer)
     ids = torch.randint(0, 61, (2, 19))
@@ -62,12 +60,7 @@ def _gate_eigenvalues(model, ids) -> torch.Tensor:
     values = []
 
     def hook(module, args, kwargs, output):
-        hidden = args[0]
-        if isinstance(module, MambaMixer):
-            _, dt, *_ = module.project(hidden, None, None, None)
-            values.append(module.gates(dt).flatten())
-        elif isinstance(module, DeltaNetMixer):
-            values.append(1 - module.betas(hidden).flatten())
+        values.append(module.transition_eigenvalues(args[0], None, None).flatten())
 
     handles = [layer.mixer.register_forward_hook(hook, with_kwargs=True) for layer in model.model.layers]
     with torch.no_grad():
@@ -77,19 +70,18 @@ def _gate_eigenvalues(model, ids) -> torch.Tensor:
     return torch.cat(values)
 
 
-@pytest.mark.parametrize("mixer", MIXERS)
+def test_every_recurrent_mixer_has_a_negative_push():
+    assert set(RECURRENT_MIXERS) <= set(PUSH_NEGATIVE), "add the new mixer to tests/models.py PUSH_NEGATIVE"
+
+
+@pytest.mark.parametrize("mixer", RECURRENT_MIXERS)
 def test_eigenvalue_range_on_actual_gates(mixer):
     ids = torch.randint(0, 61, (4, 64))
     signed = tiny_model(mixer=mixer, eigval_range="[-1,1]")
     unsigned = tiny_model(mixer=mixer, eigval_range="[0,1]")
     # Push gates towards the negative side: large dt for Mamba, large beta logits for DeltaNet.
-    with torch.no_grad():
-        for m in (signed, unsigned):
-            for layer in m.model.layers:
-                if mixer == "mamba":
-                    layer.mixer.dt_proj.bias.fill_(3.0)
-                else:
-                    layer.mixer.b_proj.weight.mul_(50.0)
+    for m in (signed, unsigned):
+        push_gates_negative(m)
     ev_signed, ev_unsigned = _gate_eigenvalues(signed, ids), _gate_eigenvalues(unsigned, ids)
     assert (ev_signed < 0).any() and ev_signed.min() >= -1 and ev_signed.max() <= 1
     assert (ev_unsigned >= 0).all() and ev_unsigned.max() <= 1

@@ -15,8 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..varlen import run_per_sequence
-
 DEFAULT_CHUNK_SIZE = 64
 
 
@@ -29,22 +27,15 @@ def delta_rule_chunk(
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Same contract and shapes as :func:`delta_rule_naive`; computes in fp32."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    state_shape = (q.shape[2], q.shape[3], v.shape[3])
-    if cu_seqlens is not None:
-        o, S = run_per_sequence(
-            _chunked, cu_seqlens, (q, k, v, beta), initial_state, state_shape, scale=scale, chunk_size=chunk_size
-        )
-        return o, (S if output_final_state else None)
     o, S = _chunked(q, k, v, beta, scale=scale, initial_state=initial_state, chunk_size=chunk_size)
     return o, (S if output_final_state else None)
 
 
-def _chunked(q, k, v, beta, *, scale, chunk_size, initial_state=None, output_final_state=True):
+def _chunked(q, k, v, beta, *, scale, chunk_size, initial_state=None):
     batch, T, H, K = q.shape
     V = v.shape[-1]
     if T == 0:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..varlen import run_per_sequence
-
 
 def delta_rule_naive(
     q: torch.Tensor,
@@ -16,7 +14,6 @@ def delta_rule_naive(
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """DeltaNet recurrence ``S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T``, ``o_t = scale * S_t^T q_t``.
 
@@ -25,15 +22,11 @@ def delta_rule_naive(
     Returns ``(o [batch, T, H, V] in v.dtype, final_state or None)``.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    state_shape = (q.shape[2], q.shape[3], v.shape[3])
-    if cu_seqlens is not None:
-        o, S = run_per_sequence(_recurrence, cu_seqlens, (q, k, v, beta), initial_state, state_shape, scale=scale)
-        return o, (S if output_final_state else None)
     o, S = _recurrence(q, k, v, beta, scale=scale, initial_state=initial_state)
     return o, (S if output_final_state else None)
 
 
-def _recurrence(q, k, v, beta, *, scale, initial_state=None, output_final_state=True):
+def _recurrence(q, k, v, beta, *, scale, initial_state=None):
     batch, T, H, K = q.shape
     V = v.shape[-1]
     qf, kf, vf, bf = q.float(), k.float(), v.float(), beta.float()

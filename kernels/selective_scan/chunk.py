@@ -15,8 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..varlen import run_per_sequence
-
 # A block of steps holds [steps, batch, d_inner, N] fp32 working tensors, sized to stay in cache (about 8 MiB):
 # 64 steps at batch 4, d_inner 256, N 16; 8 steps at batch 128, d_inner 128, N 16. Tiling only: the
 # algorithm and its result do not depend on it.
@@ -118,21 +116,8 @@ def selective_scan_chunk(
     negative_eigvals: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Same contract and shapes as :func:`selective_scan_naive`; computes in fp32."""
-    if cu_seqlens is not None:
-        y, h = run_per_sequence(
-            _scan,
-            cu_seqlens,
-            (x, dt, B, C, z),
-            initial_state,
-            tuple(A.shape),
-            A=A,
-            D=D,
-            negative_eigvals=negative_eigvals,
-        )
-        return y, (h if output_final_state else None)
     y, h = _scan(x, dt, B, C, z, A=A, D=D, negative_eigvals=negative_eigvals, initial_state=initial_state)
     return y, (h if output_final_state else None)
 
@@ -141,7 +126,7 @@ def _time_major(t: torch.Tensor) -> torch.Tensor:
     return t.float().transpose(0, 1).contiguous()
 
 
-def _scan(x, dt, B, C, z, *, A, D, negative_eigvals, initial_state=None, output_final_state=True):
+def _scan(x, dt, B, C, z, *, A, D, negative_eigvals, initial_state=None):
     batch, T, d = x.shape
     h0 = x.new_zeros(batch, d, A.shape[1], dtype=torch.float32) if initial_state is None else initial_state.float()
     if T == 0:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..varlen import run_per_sequence
-
 
 def selective_scan_naive(
     x: torch.Tensor,
@@ -20,7 +18,6 @@ def selective_scan_naive(
     negative_eigvals: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mamba-1 selective scan, one token at a time, in fp32.
 
@@ -28,23 +25,11 @@ def selective_scan_naive(
     ``D: [d_inner]``, ``initial_state`` and the returned state: ``[batch, d_inner, N]`` (fp32).
     Returns ``(y [batch, T, d_inner] in x.dtype, final_state or None)``.
     """
-    if cu_seqlens is not None:
-        y, h = run_per_sequence(
-            _scan,
-            cu_seqlens,
-            (x, dt, B, C, z),
-            initial_state,
-            tuple(A.shape),
-            A=A,
-            D=D,
-            negative_eigvals=negative_eigvals,
-        )
-        return y, (h if output_final_state else None)
     y, h = _scan(x, dt, B, C, z, A=A, D=D, negative_eigvals=negative_eigvals, initial_state=initial_state)
     return y, (h if output_final_state else None)
 
 
-def _scan(x, dt, B, C, z, *, A, D, negative_eigvals, initial_state=None, output_final_state=True):
+def _scan(x, dt, B, C, z, *, A, D, negative_eigvals, initial_state=None):
     batch, T, d = x.shape
     xf, dtf, Af, Bf, Cf = (t.float() for t in (x, dt, A, B, C))
     h = xf.new_zeros(batch, d, A.shape[1]) if initial_state is None else initial_state.float()

@@ -17,16 +17,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..layers.deltanet import DeltaNetMixer
-from ..layers.mamba import MambaMixer
+from ..layers import MIXERS
 
 BINS = 40  # over [-1, 1]: bins of width 0.05
 NEAR_MINUS_ONE = -0.9  # "near -1" means below this
-WHAT = {
-    "mamba": "a_t (diagonal gates, d_inner x N per token)",
-    "deltanet": "1 - beta_t (1 - beta_t ||k_t||^2 without L2-normalised keys), the eigenvalue along k_t, one per "
-    "head and token; the other head_dim - 1 eigenvalues are 1 and are not counted",
-}
+
+
+def eigenvalue_descriptions() -> dict[str, str]:
+    """What the spectrum counts for each registered mixer with state transitions."""
+    return {name: cls.eigenvalues_are for name, cls in MIXERS.items() if cls.eigenvalues_are is not None}
 
 
 class LayerSpectrum:
@@ -55,7 +54,7 @@ class LayerSpectrum:
         return {
             "layer": self.layer,
             "mixer": self.mixer,
-            "what": WHAT[self.mixer],
+            "what": MIXERS[self.mixer].eigenvalues_are,
             "count": self.n,
             "frac_negative": self.negative / n,
             "frac_near_minus_one": self.near_minus_one / n,
@@ -95,21 +94,6 @@ def token_windows(tokenizer, documents: list[str], max_tokens: int, seq_len: int
     return windows
 
 
-def mixer_eigenvalues(module, hidden: torch.Tensor, mask, cu_seqlens) -> torch.Tensor:
-    """``[batch, T, ...]``: the eigenvalues one mixer uses on its input ``hidden`` (fp32)."""
-    if isinstance(module, MambaMixer):
-        _, dt, *_ = module.project(hidden, mask, None, cu_seqlens)
-        return module.gates(dt)
-    if isinstance(module, DeltaNetMixer):
-        _, k, _, beta, _ = module.project(hidden, mask, None, cu_seqlens)
-        if module.config.qk_norm == "l2":
-            # ||k_t|| = 1 by construction; squaring a bf16-rounded k would only add noise around 1 (and could
-            # show a [0,1] model tiny negative values it does not have).
-            return 1 - beta
-        return 1 - beta * k.float().pow(2).sum(-1)
-    raise TypeError(f"no eigenvalues defined for {type(module).__name__}")
-
-
 @torch.no_grad()
 def collect_spectrum(model, windows: list[list[int]], batch_size: int = 8, pad_id: int = 0) -> list[dict]:
     """Per-layer eigenvalue statistics of ``model`` (an ``LRNNForCausalLM``) over the token ``windows``."""
@@ -121,7 +105,7 @@ def collect_spectrum(model, windows: list[list[int]], batch_size: int = 8, pad_i
 
     def make_hook(acc: LayerSpectrum):
         def hook(module, args, kwargs, output):
-            values = mixer_eigenvalues(module, args[0], kwargs.get("mask"), kwargs.get("cu_seqlens"))
+            values = module.transition_eigenvalues(args[0], kwargs.get("mask"), kwargs.get("cu_seqlens"))
             for row, n in enumerate(lengths):
                 acc.add(values[row, :n])
 

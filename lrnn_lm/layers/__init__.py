@@ -1,0 +1,11 @@
+"""Sequence mixers and the blocks around them. Importing this package registers the built-in mixers.
+
+Adding a mixer: one file here with a registered :class:`~lrnn_lm.layers.base.Mixer` subclass, plus its
+import line below (see README.md in this folder).
+"""
+
+from . import deltanet, mamba  # noqa: F401  (each module registers its mixer)
+from .base import Mixer
+from .registry import MIXERS, get_mixer, register_mixer
+
+__all__ = ["MIXERS", "Mixer", "get_mixer", "register_mixer"]

@@ -7,17 +7,56 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import delta_rule
+from .base import Mixer, boolean, positive_int
 from .conv import ShortConv
 from .gates import deltanet_beta
 from .norm import RMSNorm
+from .registry import register_mixer
+
+QK_NORMS = ("l2", "none")
 
 
-class DeltaNetMixer(nn.Module):
+@register_mixer("deltanet")
+class DeltaNetMixer(Mixer):
+    """DeltaNet (Yang et al., 2024): one generalized Householder transition ``I - beta_t k_t k_t^T`` per head."""
+
+    config_fields = {
+        "num_heads": 4,
+        "head_dim": None,
+        "use_short_conv": True,
+        "conv_size": 4,
+        "use_output_gate": False,
+        "qk_norm": "l2",
+    }
+    eigenvalues_are = (
+        "1 - beta_t (1 - beta_t ||k_t||^2 without L2-normalised keys), the eigenvalue along k_t, one per "
+        "head and token; the other head_dim - 1 eigenvalues are 1 and are not counted"
+    )
+
+    @classmethod
+    def validate_config(cls, config, fail, in_use: bool) -> None:
+        positive_int(config, "num_heads", fail)
+        positive_int(config, "conv_size", fail)
+        positive_int(config, "head_dim", fail, allow_none=True)
+        boolean(config, "use_short_conv", fail)
+        boolean(config, "use_output_gate", fail)
+        if config.qk_norm not in QK_NORMS:
+            fail("qk_norm", f"must be one of {QK_NORMS}")
+        if not in_use:
+            return
+        if config.head_dim is None and config.hidden_size % config.num_heads:
+            fail("num_heads", f"must divide hidden_size={config.hidden_size} when head_dim is not set")
+        if config.eigval_range == "[-1,1]" and config.qk_norm != "l2":
+            # beta in (0, 2) gives eigenvalue 1 - beta ||k||^2 in (-1, 1) only when ||k|| = 1.
+            fail("qk_norm", "DeltaNet with eigval_range='[-1,1]' needs L2-normalised keys (qk_norm='l2')")
+
+    @staticmethod
+    def head_dim_of(config) -> int:
+        return config.head_dim if config.head_dim is not None else config.hidden_size // config.num_heads
+
     def __init__(self, config, layer_idx: int) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.config = config
-        d, H, Dh = config.hidden_size, config.num_heads, config.deltanet_head_dim
+        super().__init__(config, layer_idx)
+        d, H, Dh = config.hidden_size, config.num_heads, self.head_dim_of(config)
         self.num_heads, self.head_dim = H, Dh
         self.q_proj = nn.Linear(d, H * Dh, bias=False)
         self.k_proj = nn.Linear(d, H * Dh, bias=False)
@@ -32,6 +71,14 @@ class DeltaNetMixer(nn.Module):
     def betas(self, hidden: torch.Tensor) -> torch.Tensor:
         """``beta: [batch, T, H]`` in (0, 1) or (0, 2); the eigenvalue along ``k`` is ``1 - beta``."""
         return deltanet_beta(self.b_proj(hidden), self.config.eigval_range)
+
+    def transition_eigenvalues(self, hidden, mask, cu_seqlens) -> torch.Tensor:
+        _, k, _, beta, _ = self.project(hidden, mask, None, cu_seqlens)
+        if self.config.qk_norm == "l2":
+            # ||k_t|| = 1 by construction; squaring a bf16-rounded k would only add noise around 1 (and could
+            # show a [0,1] model tiny negative values it does not have).
+            return 1 - beta
+        return 1 - beta * k.float().pow(2).sum(-1)
 
     def project(self, hidden: torch.Tensor, mask: torch.Tensor | None, conv_history, cu_seqlens):
         """Everything before the delta rule: returns ``q, k, v, beta`` and the conv input for the cache."""

@@ -11,16 +11,55 @@ from transformers import initialization as init
 
 from ..kernels import selective_scan
 from ..param_tags import tag_no_weight_decay
+from .base import Mixer, boolean, positive_float, positive_int
 from .conv import ShortConv
 from .gates import mamba_negative_eigvals
+from .registry import register_mixer
 
 
-class MambaMixer(nn.Module):
+@register_mixer("mamba")
+class MambaMixer(Mixer):
+    """Mamba-1 (Gu & Dao, 2023) with a diagonal ``[d_inner, N]`` gate per token."""
+
+    config_fields = {
+        "state_size": 16,
+        "conv_kernel": 4,
+        "expand": 2,
+        "dt_rank": "auto",
+        "dt_min": 0.001,
+        "dt_max": 0.1,
+        "dt_init_floor": 1e-4,
+        "dt_scale": 1.0,
+        "use_conv_bias": True,
+        "use_bias": False,
+    }
+    eigenvalues_are = "a_t (diagonal gates, d_inner x N per token)"
+
+    @classmethod
+    def validate_config(cls, config, fail, in_use: bool) -> None:
+        for field in ("state_size", "conv_kernel", "expand"):
+            positive_int(config, field, fail)
+        for field in ("dt_min", "dt_max", "dt_init_floor", "dt_scale"):
+            positive_float(config, field, fail)
+        for field in ("use_conv_bias", "use_bias"):
+            boolean(config, field, fail)
+        if config.dt_rank != "auto":
+            positive_int(config, "dt_rank", fail)
+        if not config.dt_min <= config.dt_max:
+            fail("dt_min", f"need dt_min <= dt_max={config.dt_max}")
+
+    @staticmethod
+    def dt_rank_of(config) -> int:
+        return math.ceil(config.hidden_size / 16) if config.dt_rank == "auto" else int(config.dt_rank)
+
     def __init__(self, config, layer_idx: int) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.config = config
-        d, d_inner, N, r = config.hidden_size, config.mamba_inner_size, config.state_size, config.mamba_dt_rank
+        super().__init__(config, layer_idx)
+        d, d_inner, N, r = (
+            config.hidden_size,
+            config.expand * config.hidden_size,
+            config.state_size,
+            self.dt_rank_of(config),
+        )
         self.d_inner, self.state_size, self.dt_rank = d_inner, N, r
         self.in_proj = nn.Linear(d, 2 * d_inner, bias=config.use_bias)
         self.conv = ShortConv(d_inner, config.conv_kernel, bias=config.use_conv_bias)
@@ -32,7 +71,7 @@ class MambaMixer(nn.Module):
         tag_no_weight_decay(self.A_log, self.D, self.dt_proj.bias)
 
     @torch.no_grad()
-    def reset_mamba_parameters(self) -> None:
+    def init_weights(self) -> None:
         """Mamba's init: ``A_log = log(1..N)``, ``D = 1``, dt bias = softplus^-1 of a log-uniform dt.
 
         ``transformers.initialization`` functions skip parameters already loaded from a checkpoint.
@@ -47,6 +86,10 @@ class MambaMixer(nn.Module):
         dt = torch.exp(u * (math.log(cfg.dt_max) - math.log(cfg.dt_min)) + math.log(cfg.dt_min))
         dt = dt.clamp(min=cfg.dt_init_floor)
         init.copy_(self.dt_proj.bias, dt + torch.log(-torch.expm1(-dt)))
+
+    def transition_eigenvalues(self, hidden, mask, cu_seqlens) -> torch.Tensor:
+        _, dt, *_ = self.project(hidden, mask, None, cu_seqlens)
+        return self.gates(dt)
 
     def gates(self, dt: torch.Tensor) -> torch.Tensor:
         """Transition eigenvalues ``a_t`` for softplus'd ``dt: [batch, T, d_inner]``: ``[batch, T, d_inner, N]``."""

@@ -21,6 +21,7 @@ These kernels need none of the interpreter shims that fla's kernels need (see ``
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -64,13 +65,14 @@ def _inputs(batch, T, d, N, *, dtype, seed=0, dt_bias=-1.0, A=None, dt=None, wit
 
 
 def _check(inputs, *, negative, cu_seqlens=None, tol=None):
-    from lrnn_lm.kernels.selective_scan.naive import selective_scan_naive
+    from lrnn_lm.kernels import selective_scan
     from lrnn_lm.kernels.selective_scan.triton import selective_scan_triton
 
     tol = TOL[inputs["x"].dtype] if tol is None else tol
+    # The reference is the public op with backend="naive": the dispatcher runs packed sequences one by one.
     check_against_naive(
         selective_scan_triton,
-        selective_scan_naive,
+        functools.partial(selective_scan, backend="naive"),
         inputs,
         POS,
         tol,

@@ -1,0 +1,88 @@
+"""The mixer contract: what every sequence mixer of an ``LRNNForCausalLM`` layer provides.
+
+A mixer is one file in ``lrnn_lm/layers/`` holding one :class:`Mixer` subclass decorated with
+:func:`lrnn_lm.layers.registry.register_mixer`. The class owns everything about itself: its config fields and
+their defaults, their validation, its init, the eigenvalues of its transitions and its use of the cache.
+The model, the config, the spectrum and the tests read all of that from the registry. See ``README.md``
+beside this file for the checklist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+Fail = Callable[[str, str], None]
+
+
+class Mixer(nn.Module):
+    """Base class of every mixer. Subclasses set the class attributes and implement ``forward``."""
+
+    #: Name used in ``LRNNConfig.mixer`` (set by ``register_mixer``).
+    name: ClassVar[str] = ""
+    #: Config fields this mixer reads, with their defaults. Fields may be shared by several mixers (for
+    #: example ``conv_kernel``); then their defaults must agree.
+    config_fields: ClassVar[dict[str, Any]] = {}
+    #: Entry of ``config.layer_types``: which ``DynamicCache`` layer it gets ("linear_attention" holds a
+    #: conv window and a recurrent state; "full_attention" / "sliding_attention" hold keys and values).
+    cache_layer_type: ClassVar[str] = "linear_attention"
+    #: What :meth:`transition_eigenvalues` returns, in words, for the spectrum report; None if the mixer has
+    #: no state transitions (attention), so the spectrum and probes skip it.
+    eigenvalues_are: ClassVar[str | None] = None
+
+    def __init__(self, config, layer_idx: int) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+
+    @classmethod
+    def validate_config(cls, config, fail: Fail, in_use: bool) -> None:
+        """Check this mixer's fields; call ``fail(field, message)`` for a bad one.
+
+        Checks of single fields run for every config (a bad value is bad even when unused); checks that tie a
+        field to the model's shape should run only when ``in_use`` (some layer uses this mixer).
+        """
+
+    def init_weights(self) -> None:
+        """Mixer-specific init, run after the generic one (normal weights, zero biases). Use
+        ``transformers.initialization`` functions so parameters loaded from a checkpoint are left alone."""
+
+    def transition_eigenvalues(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None, cu_seqlens: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``[batch, T, ...]`` fp32: the transition eigenvalues this mixer uses on its input ``hidden``."""
+        raise NotImplementedError(f"{type(self).__name__} has no state transitions")
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        cache=None,
+        mask: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``hidden [batch, T, d] -> [batch, T, d]``. ``cache``: a ``DynamicCache`` to read and update at
+        ``self.layer_idx``; ``mask``: ``[batch, T, 1]`` (1 = token, 0 = padding) or None; ``cu_seqlens``: packed
+        sequence offsets (batch 1), never together with a cache."""
+        raise NotImplementedError
+
+
+def positive_int(config, field: str, fail: Fail, allow_none: bool = False) -> None:
+    value = getattr(config, field)
+    if allow_none and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        fail(field, "must be a positive integer" + (" or None" if allow_none else ""))
+
+
+def positive_float(config, field: str, fail: Fail) -> None:
+    value = getattr(config, field)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        fail(field, "must be a positive number")
+
+
+def boolean(config, field: str, fail: Fail) -> None:
+    if not isinstance(getattr(config, field), bool):
+        fail(field, "must be true or false")
