@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -30,9 +29,12 @@ from tqdm.auto import tqdm
 from lrnn_lm import LRNNConfig, LRNNForCausalLM, param_groups
 from lrnn_lm.tasks.tokenizer import task_tokenizer
 from lrnn_lm.training import checkpoint as ckpt
-from lrnn_lm.training.config import RunConfig, SourceConfig, load_config
+from lrnn_lm.training import run_dir
+from lrnn_lm.training.config import ConfigError, RunConfig, SourceConfig, load_config
 from lrnn_lm.training.corpus import build_corpus, build_tokenizer
 from lrnn_lm.training.data import DataError, TextPacker, build_text_dataset, collate_rows, unigram_loss
+from lrnn_lm.training.resume import plan_start, prepare_out_dir
+from lrnn_lm.training.run_dir import RunDirError
 from lrnn_lm.training.runtime import StopFlag, make_accelerator, mfu
 from lrnn_lm.training.schedule import lr_at
 from lrnn_lm.training.task_data import TaskBatches
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(cfg.out_dir)
     accelerator = make_accelerator(cfg.train.precision, cfg.logging.trackers, str(out))
     rank, world, main_proc = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    # The out_dir first: a fresh run never writes into a used folder, a resume only into its own run.
+    start = plan_start(out, cfg.resume, cfg.overwrite)
+    prepare_out_dir(out, start, accelerator)
     set_seed(cfg.train.seed)
     default_sources(cfg)
 
@@ -156,33 +161,22 @@ def main(argv: list[str] | None = None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    # Resume.
+    # Resume: the checkpoint verified now, loaded once the model exists.
     ckpt_root = out / "checkpoints"
     step, tokens_seen, skipped_total = 0, 0, 0
-    resume_from = None
-    if cfg.resume == "auto":
-        resume_from = ckpt.newest_valid(ckpt_root)
-        if resume_from is None:
-            logger.info("resume=auto: no complete checkpoint in %s, starting fresh", ckpt_root)
-    elif cfg.resume != "none":
-        resume_from = Path(cfg.resume)
-        ckpt.verify(resume_from)
+    resume_from = start.checkpoint
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        state = json.loads((resume_from / f"trainer_state_rank{rank}.json").read_text())
+        state = ckpt.load_json(resume_from, ckpt.trainer_state_name(rank))
         train_data.load_state_dict(state["data"])
         step, tokens_seen, skipped_total = state["step"], state["tokens_seen"], state["skipped_nonfinite"]
         logger.info("resumed from %s at step %d", resume_from, step)
 
+    metrics_file = out / run_dir.METRICS
     if main_proc:
-        out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        run_dir.trim_metrics(out, step)
         accelerator.init_trackers(cfg.logging.project, config={"out_dir": cfg.out_dir})
-    metrics_file = out / "metrics.jsonl"
-    if main_proc and resume_from is None and metrics_file.exists():
-        # A fresh run into a used out_dir must not append to the old run's curve; keep the old one aside.
-        metrics_file.replace(out / "metrics.prev.jsonl")
-        logger.warning("fresh run in %s: the previous metrics.jsonl is now metrics.prev.jsonl", out)
 
     def log(record: dict) -> None:
         if main_proc:
@@ -210,26 +204,13 @@ def main(argv: list[str] | None = None) -> dict:
         return {"val_loss": float(totals[0] / totals[1]), "val_acc": float(totals[2] / totals[1])}
 
     def save_checkpoint() -> None:
-        name = ckpt.checkpoint_name(step)
-        tmp = ckpt_root / f".tmp-{name}"
-        if main_proc:
-            ckpt_root.mkdir(parents=True, exist_ok=True)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        state = {
+        trainer_state = {
             "step": step,
             "tokens_seen": tokens_seen,
             "skipped_nonfinite": skipped_total,
             "data": train_data.state_dict(),
         }
-        (tmp / f"trainer_state_rank{rank}.json").write_text(json.dumps(state))
-        accelerator.wait_for_everyone()
-        if main_proc:
-            ckpt.finalize(tmp, ckpt_root / name, step)
-            ckpt.prune(ckpt_root, cfg.checkpoint.keep_last)
-        accelerator.wait_for_everyone()
+        ckpt.save(accelerator, ckpt_root, step, trainer_state, start.run_id, cfg.to_dict(), cfg.checkpoint.keep_last)
 
     # Unigram baseline for text runs: what a model that ignores context would score on the same val set.
     unigram = None
@@ -366,5 +347,15 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def cli() -> int:
+    """``main`` for the command line: a refused run prints its reason (no traceback) and exits with status 2."""
+    try:
+        main()
+    except (ConfigError, DataError, RunDirError, ckpt.CheckpointError) as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

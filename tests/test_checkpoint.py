@@ -1,17 +1,12 @@
-import json
-
 import pytest
 
 from lrnn_lm.training import checkpoint as ckpt
 
+from .training_utils import fake_checkpoint
 
-def make(root, step, payload=b"weights"):
-    tmp = root / f".tmp-{ckpt.checkpoint_name(step)}"
-    tmp.mkdir(parents=True)
-    (tmp / "model.safetensors").write_bytes(payload * 100)
-    (tmp / "trainer_state_rank0.json").write_text(json.dumps({"step": step}))
-    ckpt.finalize(tmp, root / ckpt.checkpoint_name(step), step)
-    return root / ckpt.checkpoint_name(step)
+
+def make(root, step):
+    return fake_checkpoint(root, step, "run")
 
 
 def test_finalize_is_complete_and_verifiable(tmp_path):
@@ -46,5 +41,5 @@ def test_unfinished_temporary_folder_is_ignored_and_pruned(tmp_path):
     assert ckpt.newest_valid(tmp_path) == tmp_path / "step-00000004"
     make(tmp_path, 12)
     make(tmp_path, 16)
-    ckpt.prune(tmp_path, keep_last=2)
+    ckpt.prune(tmp_path, keep_last=2, run_id="run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000012", "step-00000016"]

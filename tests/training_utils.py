@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lrnn_lm.training import checkpoint as ckpt
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY_MODEL = (
@@ -56,3 +58,17 @@ def losses(metrics: Path) -> dict[int, float]:
         if "loss" in rec:
             out[rec["step"]] = rec["loss"]
     return out
+
+
+def fake_checkpoint(root, step, run_id, world_size=1):
+    """A checkpoint folder with accelerate's file names, finalized like train.py does."""
+    tmp = root / f".tmp-{ckpt.checkpoint_name(step)}"
+    tmp.mkdir(parents=True)
+    (tmp / "model.safetensors").write_bytes(b"weights" * 100)
+    (tmp / "optimizer.bin").write_bytes(b"adam" * 100)
+    for r in range(world_size):
+        (tmp / f"random_states_{r}.pkl").write_bytes(b"rng")
+        (tmp / ckpt.trainer_state_name(r)).write_text(json.dumps({"step": step}))
+    (tmp / ckpt.RUN_CONFIG).write_text("{}")
+    ckpt.finalize(tmp, root / ckpt.checkpoint_name(step), step, {"run_id": run_id, "world_size": world_size})
+    return root / ckpt.checkpoint_name(step)

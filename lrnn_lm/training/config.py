@@ -110,6 +110,8 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     resume: str = "none"  # "none", "auto" (newest complete checkpoint in out_dir), or a checkpoint path
+    # A fresh run refuses a used out_dir; "move" renames the old run to OUT.old-<time>, "delete" deletes it.
+    overwrite: Literal["no", "move", "delete"] = "no"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -271,6 +273,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"data.task.min_len: need 1 <= min_len <= max_len, got {cfg.data.task}")
         if cfg.data.sources:
             raise ConfigError("data.task: cannot be combined with data.sources")
+    if cfg.overwrite != "no" and cfg.resume != "none":
+        raise ConfigError(f"overwrite: --overwrite={cfg.overwrite} starts a fresh run; it cannot go with --resume")
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ConfigError(f"resume: checkpoint not found: {cfg.resume}")
 
