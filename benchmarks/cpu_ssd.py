@@ -1,0 +1,130 @@
+"""CPU forward+backward time of the SSD op: chunk vs naive, vs fla's ``naive_chunk_simple_gla``, signed vs unsigned.
+
+    OMP_NUM_THREADS=2 python benchmarks/cpu_ssd.py [--batch 4 --T 1024 --H 8 --P 64 --N 64 --G 1] [--repeats 3]
+        [--out cpu_ssd.json]
+
+All timings come from one run, alternating between the functions so that drift hits them alike, and are the best
+of ``--repeats`` (the naive token loop, far slower, runs ``--naive-repeats`` times). Every case computes
+``y`` (and nothing else) from fp32 leaves that require grad and backpropagates ``y.sum()``.
+
+The peer is fla's pure-PyTorch chunked simple GLA (``fla.ops.simple_gla.naive.naive_chunk_simple_gla``), the
+same recurrence with ``q = C`` and ``k = B`` expanded to H heads, ``v = dt x``, ``g = dt A``, ``scale = 1``; it has
+no signed variant, so it is compared with our unsigned chunk. Prints JSON; ``--out`` also writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lrnn_lm.kernels import ssd
+
+# Wanted ratios (the task's bars), reported next to the measurements.
+BARS = {"chunk_speedup_over_naive": 10.0, "chunk_speedup_over_fla_naive_chunk": 1.5, "signed_time_over_unsigned": 1.05}
+
+
+def _best_times(fns: dict[str, Callable[[], None]], repeats: dict[str, int]) -> dict[str, float]:
+    """Best seconds per function after one warm-up each, interleaving the functions round by round."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for r in range(max(repeats.values())):
+        for name, fn in fns.items():
+            if r < repeats[name]:
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def make_inputs(batch: int, T: int, H: int, P: int, N: int, G: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    t = {
+        "x": torch.randn(batch, T, H, P, generator=g),
+        "dt": F.softplus(torch.randn(batch, T, H, generator=g) - 1),
+        "A": -torch.exp(torch.randn(H, generator=g) * 0.5),
+        "B": torch.randn(batch, T, G, N, generator=g) / N**0.5,
+        "C": torch.randn(batch, T, G, N, generator=g) / N**0.5,
+        "D": torch.randn(H, generator=g),
+    }
+    return {k: v.requires_grad_() for k, v in t.items()}
+
+
+def ssd_case(inputs: dict[str, torch.Tensor], backend: str, negative: bool) -> Callable[[], None]:
+    def run() -> None:
+        y, _ = ssd(**inputs, negative_eigvals=negative, backend=backend)
+        y.sum().backward()
+
+    return run
+
+
+def fla_case(inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
+    from fla.ops.simple_gla.naive import naive_chunk_simple_gla
+
+    x, dt, A, B, C, D = (inputs[k] for k in ("x", "dt", "A", "B", "C", "D"))
+    H = x.shape[2]
+
+    def run() -> None:
+        q, k = (t.repeat_interleave(H // t.shape[2], dim=2) for t in (C, B))
+        o, _ = naive_chunk_simple_gla(q, k, dt[..., None] * x, dt * A, chunk_size=64, scale=1.0)
+        y = o + D[:, None] * x
+        y.sum().backward()
+
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, default in (("batch", 4), ("T", 1024), ("H", 8), ("P", 64), ("N", 64), ("G", 1)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--naive-repeats", type=int, default=1)
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    args = p.parse_args()
+    shape = {k: getattr(args, k) for k in ("batch", "T", "H", "P", "N", "G")}
+    inputs = make_inputs(**shape)
+    fns = {
+        "ssd/naive/unsigned": ssd_case(inputs, "naive", False),
+        "ssd/chunk/unsigned": ssd_case(inputs, "chunk", False),
+        "ssd/chunk/signed": ssd_case(inputs, "chunk", True),
+    }
+    try:
+        fns["fla/naive_chunk_simple_gla/unsigned"] = fla_case(inputs)
+    except ImportError as e:  # fla is optional
+        fla_missing = repr(e)
+    else:
+        fla_missing = None
+    reps = {name: (args.naive_repeats if "/naive/" in name else args.repeats) for name in fns}
+    secs = _best_times(fns, reps)
+    ratios = {
+        "chunk_speedup_over_naive": secs["ssd/naive/unsigned"] / secs["ssd/chunk/unsigned"],
+        "signed_time_over_unsigned": secs["ssd/chunk/signed"] / secs["ssd/chunk/unsigned"],
+    }
+    if fla_missing is None:
+        ratios["chunk_speedup_over_fla_naive_chunk"] = (
+            secs["fla/naive_chunk_simple_gla/unsigned"] / secs["ssd/chunk/unsigned"]
+        )
+    out = {
+        "what": "forward+backward seconds (best of repeats), fp32, CPU",
+        "threads": torch.get_num_threads(),
+        "shape": shape,
+        "repeats": reps,
+        "seconds": secs,
+        "ratios": ratios,
+        "bars": BARS,
+        "fla_unavailable": fla_missing,
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Chunked SSD (Mamba-2's state-space duality) in pure PyTorch for CPU, with the signed gate.
+
+Time is cut into chunks of ``C`` tokens. Inside a chunk the output is a masked quadratic form,
+``y_t = sum_{s <= t} (prod_{s < k <= t} a_k) (C_t . B_s) dt_s x_s``, computed for all chunks at once with batched
+matmuls; between chunks only the ``[H, P, N]`` state is passed, in a short loop over chunks:
+``S_{c+1} = (prod of the chunk's gates) S_c + sum_s (prod_{k > s} a_k) dt_s x_s B_s^T``, and each token adds
+``(prod_{k <= t} a_k) S_c C_t``.
+
+Decays are products of gates, taken in log space as ``exp`` of sums of ``log|a|``. Every sum is formed directly
+(prefix and segment sums by ``cumsum``), never as a difference of two cumulative sums: that keeps a gate of exactly
+0 (``log|a| = -inf``) exact, with no ``-inf - (-inf)`` NaN, and avoids cancellation when gates are tiny. Negative
+gates go through the running-sign identity (:mod:`.gates`): the kernel decays by ``|a|`` and multiplies ``dt`` and
+the output by the running sign ``P_t``.
+
+``C B^T`` is formed once per group and shared by the ``H / G`` heads that read it. Autograd handles the backward;
+memory is O(batch * H * T * C).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .gates import log_abs_gate, running_sign
+
+DEFAULT_CHUNK_SIZE = 64
+
+
+def ssd_chunk(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    *,
+    A: torch.Tensor,
+    D: torch.Tensor | None = None,
+    negative_eigvals: bool = False,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Same contract and shapes as :func:`lrnn_lm.kernels.ssd.naive.ssd_naive`; computes in fp32.
+
+    Gradients: exact wherever ``a != 0`` (tested down to ``|a| = 1e-6``). Where the signed gate is exactly 0, the
+    gradient through that gate (``dL/da_t = <dL/dh_t, h_{t-1}>``) is taken as 0, so ``dt_t`` and ``A`` get only
+    their other terms; all other gradients stay exact. The unsigned gate is 0 only where ``exp(dt A)``
+    underflows, where the true ``da/d(dt) = A a`` is 0 anyway, so its gradients are exact.
+    """
+    y, S = _chunked(x, dt, B, C, A=A, D=D, negative=negative_eigvals, h0=initial_state, chunk_size=chunk_size)
+    return y, (S if output_final_state else None)
+
+
+def _chunked(x, dt, B, C, *, A, D, negative, h0, chunk_size):
+    batch, T, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    R = H // G  # heads per group
+    if T == 0:
+        S = x.new_zeros(batch, H, P, N, dtype=torch.float32) if h0 is None else h0.float()
+        return x.new_zeros(batch, 0, H, P), S
+    Cs = min(chunk_size, T)
+    n = -(-T // Cs)
+    pad = n * Cs - T
+
+    xf, dtf = x.float(), dt.float()
+    log_a, sign = log_abs_gate(dtf, A.float(), negative)  # [batch, T, H]
+    if sign is not None:
+        sign = running_sign(sign)
+        dtf = dtf * sign
+    # Padded tail steps have gate 1 (log 0) and no input, so the final state is exact.
+    log_a = F.pad(log_a, (0, 0, 0, pad)).view(batch, n, Cs, G, R).permute(0, 3, 4, 1, 2)  # [b, G, R, n, Cs]
+    v = F.pad(dtf[..., None] * xf, (0, 0, 0, 0, 0, pad)).view(batch, n, Cs, G, R, P).permute(0, 3, 4, 1, 2, 5)
+    Bc, Cc = (F.pad(t.float(), (0, 0, 0, 0, 0, pad)).view(batch, n, Cs, G, N).permute(0, 3, 1, 2, 4) for t in (B, C))
+    Bc, Cc = Bc.unsqueeze(2), Cc.unsqueeze(2)  # [b, G, 1, n, Cs, N], broadcast over the R heads of a group
+
+    # decay[t, s] = prod_{s < k <= t} |a_k| for s <= t, else 0: a cumsum down each column of a masked copy.
+    ones = torch.ones(Cs, Cs, dtype=torch.bool, device=x.device)
+    seg = log_a.unsqueeze(-1).expand(*log_a.shape, Cs).masked_fill(~ones.tril(-1), 0.0).cumsum(-2)
+    decay = seg.masked_fill(~ones.tril(), float("-inf")).exp()
+    from_start = log_a.cumsum(-1)  # log prod_{k <= t} |a_k|, the last entry is the whole chunk's
+
+    y = (decay * (Cc @ Bc.transpose(-1, -2))) @ v  # intra-chunk, [b, G, R, n, Cs, P]
+    # Each chunk's own contribution to the state after it: sum_s decay[last, s] v_s B_s^T.
+    local = (v * decay[..., -1, :, None]).transpose(-1, -2) @ Bc  # [b, G, R, n, P, N]
+    chunk_decay = from_start[..., -1].exp()  # [b, G, R, n]
+    S = x.new_zeros(batch, G, R, P, N, dtype=torch.float32) if h0 is None else h0.float().view(batch, G, R, P, N)
+    starts = []
+    for c in range(n):
+        starts.append(S)
+        S = chunk_decay[..., c, None, None] * S + local[:, :, :, c]
+    S_in = torch.stack(starts, dim=3)  # state before each chunk, [b, G, R, n, P, N]
+    y = y + from_start.exp()[..., None] * (Cc @ S_in.transpose(-1, -2))
+
+    y = y.permute(0, 3, 4, 1, 2, 5).reshape(batch, n * Cs, H, P)[:, :T]
+    if sign is not None:
+        y = y * sign[..., None]
+    if D is not None:
+        y = y + (D.float() if D.dim() == 2 else D.float()[:, None]) * xf
+    S = S.reshape(batch, H, P, N)
+    if sign is not None:
+        S = S * sign[:, -1, :, None, None]
+    return y.to(x.dtype), S

@@ -1,0 +1,56 @@
+"""The SSD gate, split into magnitude and sign for log-space chunked kernels (the running-sign identity).
+
+``a_t = s_t |a_t|`` with ``s_t`` in {-1, +1}; ``P_t = s_1 ... s_t`` restarts at every sequence start. An unsigned
+log-space kernel fed ``log|a_t|`` and inputs times ``P_t`` gives the signed result after one more multiply of its
+output by ``P_t`` (``/work/shared/notes/signed-chunking.md``). ``P`` is exactly +-1, so this loses no precision.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gate(dt: torch.Tensor, A: torch.Tensor, negative_eigvals: bool) -> torch.Tensor:
+    """``a = exp(dt A)`` in [0, 1], or ``2 exp(dt A) - 1`` in [-1, 1]; ``dt: [..., H]``, ``A: [H]``."""
+    a = torch.exp(dt * A)
+    return 2 * a - 1 if negative_eigvals else a
+
+
+def log_abs_gate(dt: torch.Tensor, A: torch.Tensor, negative_eigvals: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(log|a|, sign)`` of the gate; ``sign`` is None for the unsigned gate (always +1).
+
+    Unsigned: ``log a = dt A`` exactly, with no exp/log round trip, so the gradient is exact even where
+    ``exp(dt A)`` underflows to 0. Signed: ``log|a| = -inf`` where ``a == 0`` exactly, and the gradient there is 0
+    (``d log|a| / da = 1/a`` is undefined at 0; the double ``where`` keeps NaN out of the backward). The sign of
+    exactly 0 is +1 so the running sign never becomes 0.
+    """
+    if not negative_eigvals:
+        return dt * A, None
+    a = gate(dt, A, True)
+    zero = a == 0
+    safe = torch.where(zero, torch.ones_like(a), a)
+    log_abs = torch.where(zero, torch.full_like(a, float("-inf")), safe.abs().log())
+    sign = torch.where(a < 0, -torch.ones_like(a), torch.ones_like(a)).detach()
+    return log_abs, sign
+
+
+def running_sign(sign: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+    """``P_t = prod_{i <= t} s_i`` along dim 1 of ``sign: [batch, T, H]``, restarting at each packed sequence.
+
+    With ``cu_seqlens`` (batch 1), ``P`` over the packed row is divided (multiplied: +-1) by its value just before
+    each sequence's first token. Exact: products of +-1 in floating point are exact.
+    """
+    P = torch.cumprod(sign, dim=1)
+    if cu_seqlens is None:
+        return P
+    T = sign.shape[1]
+    starts = cu_seqlens[:-1].long().to(sign.device)
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long().to(sign.device)
+    # The running sign just before each sequence starts (1 for a sequence starting at 0).
+    before = torch.cat([torch.ones_like(P[:, :1]), P[:, :-1]], dim=1)[:, starts.clamp(max=max(T - 1, 0))]
+    return P * torch.repeat_interleave(before, lengths, dim=1, output_size=T)
+
+
+def heads_of_groups(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[batch, T, G, N] -> [batch, T, H, N]``: head ``h`` reads group ``h // (H // G)``."""
+    return t.repeat_interleave(heads // t.shape[2], dim=2)
