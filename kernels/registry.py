@@ -38,6 +38,12 @@ KERNELS: dict[tuple[str, str], Impl] = {
     ("delta_rule", "naive"): Impl("delta_rule.naive:delta_rule_naive"),
     ("delta_rule", "chunk"): Impl("delta_rule.chunk:delta_rule_chunk"),
     ("delta_rule", "triton"): Impl("delta_rule.triton:delta_rule_triton", native_varlen=True),
+    ("gated_delta_rule", "naive"): Impl("gated_delta_rule.naive:gated_delta_rule_naive"),
+    ("gated_delta_rule", "chunk"): Impl("gated_delta_rule.chunk:gated_delta_rule_chunk"),
+    ("gated_delta_rule", "triton"): Impl("gated_delta_rule.triton:gated_delta_rule_triton", native_varlen=True),
+    ("delta_product", "naive"): Impl("delta_product.naive:delta_product_naive"),
+    ("delta_product", "chunk"): Impl("delta_product.interleaved:delta_product_chunk", native_varlen=True),
+    ("delta_product", "triton"): Impl("delta_product.interleaved:delta_product_triton", native_varlen=True),
 }
 
 
