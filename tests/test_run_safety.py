@@ -101,3 +101,95 @@ def test_resume_auto_only_continues_the_folders_own_run(tmp_path):
         plan_start(foreign, "auto", "no")
     with pytest.raises(run_dir.RunDirError, match="holds another run"):
         plan_start(foreign, str(out / "checkpoints" / "step-00000004"), "no")
+
+
+# ----------------------------------------------------------------------------- 3. checkpoint verification
+
+
+def _rewrite_manifest(path, edit):
+    meta = json.loads((path / ckpt.MANIFEST).read_text())
+    edit(meta)
+    (path / ckpt.MANIFEST).write_text(json.dumps(meta))
+
+
+def _drop_entry(name):
+    return lambda meta: meta["files"].pop(name)
+
+
+def _swap_weights_and_drop_entry(path):
+    (path / "model.safetensors").write_bytes(b"other weights")
+    _rewrite_manifest(path, _drop_entry("model.safetensors"))
+
+
+def _delete_optimizer_and_empty_list(path):
+    (path / "optimizer.bin").unlink()
+    _rewrite_manifest(path, lambda meta: meta.update(files={}))
+
+
+def _delete_optimizer_and_its_entry(path):
+    (path / "optimizer.bin").unlink()
+    _rewrite_manifest(path, _drop_entry("optimizer.bin"))
+
+
+def _escape(rel):
+    def damage(path):
+        outside = path.parent / "outside.bin"
+        outside.write_bytes(b"x")
+        entry = {"size": 1, "sha256": ckpt._sha256(outside)}
+        _rewrite_manifest(path, lambda meta: meta["files"].update({rel.format(outside=outside): entry}))
+
+    return damage
+
+
+def _extra_file(path):
+    (path / "extra.py").write_text("print('hi')")
+
+
+def _link(path):
+    target = path / "model.safetensors"
+    data = target.read_bytes()
+    target.unlink()
+    (path.parent / "elsewhere.safetensors").write_bytes(data)
+    target.symlink_to(path.parent / "elsewhere.safetensors")
+
+
+DAMAGES = {
+    "empty file list, optimizer deleted": _delete_optimizer_and_empty_list,
+    "optimizer and its entry deleted": _delete_optimizer_and_its_entry,
+    "partial manifest": lambda p: _rewrite_manifest(p, _drop_entry("random_states_0.pkl")),
+    "weights swapped, entry removed": _swap_weights_and_drop_entry,
+    "unlisted extra file": _extra_file,
+    "weights are a link": _link,
+    "dot-dot entry": _escape("../outside.bin"),
+    "absolute entry": _escape("{outside}"),
+    "files is a list": lambda p: _rewrite_manifest(p, lambda m: m.update(files=["model.safetensors"])),
+    "entry is a string": lambda p: _rewrite_manifest(p, lambda m: m["files"].update({"optimizer.bin": "x"})),
+    "size is a string": lambda p: _rewrite_manifest(p, lambda m: m["files"]["optimizer.bin"].update(size="400")),
+    "no sha256": lambda p: _rewrite_manifest(p, lambda m: m["files"]["optimizer.bin"].pop("sha256")),
+    "manifest is a list": lambda p: (p / ckpt.MANIFEST).write_text("[]"),
+    "step is a string": lambda p: _rewrite_manifest(p, lambda m: m.update(step="8")),
+    "no world size": lambda p: _rewrite_manifest(p, lambda m: m.pop("world_size")),
+    "2-process checkpoint missing rank 1": lambda p: _rewrite_manifest(p, lambda m: m.update(world_size=2)),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_faked_or_malformed_checkpoint_is_corrupt_and_auto_falls_back(tmp_path, damage, caplog):
+    good = fake_checkpoint(tmp_path, 4, "run")
+    newest = fake_checkpoint(tmp_path, 8, "run")
+    DAMAGES[damage](newest)
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.verify(newest)
+    assert ckpt.newest_valid(tmp_path, "run") == good
+    assert "refusing checkpoint" in caplog.text
+    with pytest.raises(ckpt.CheckpointError, match=f"--resume {newest}: refusing this checkpoint"):
+        plan_start(tmp_path / "new-out", str(newest), "no")
+
+
+def test_resume_path_to_a_corrupt_checkpoint_is_refused_with_a_clear_message(tmp_path):
+    bad = fake_checkpoint(tmp_path / "ckpts", 8, "run")
+    _extra_file(bad)
+    r = task_run(tmp_path / "out", 2, f"--resume={bad}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert f"--resume {bad}: refusing this checkpoint" in r.stderr and "extra.py is not in the manifest" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PREFIX = "step-"
+RUN_CONFIG = "run_config.json"
 
 
 class CheckpointError(RuntimeError):
@@ -39,6 +41,10 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def trainer_state_name(rank: int) -> str:
+    return f"trainer_state_rank{rank}.json"
 
 
 def checkpoint_name(step: int) -> str:
@@ -71,21 +77,87 @@ def finalize(tmp: Path, final: Path, step: int, meta: dict | None = None) -> Non
     _fsync_dir(final.parent)
 
 
-def verify(path: Path) -> int:
-    """Return the step of a complete, intact checkpoint, or raise :class:`CheckpointError` saying why not."""
+# Files every checkpoint must hold besides those per process: the weights and the optimizer state in any of
+# the layouts accelerate writes (one file, shards, or an FSDP folder), and the run config.
+WEIGHTS = re.compile(r"^(model|pytorch_model)[^/]*\.(safetensors|bin)$|^pytorch_model_fsdp_\d+/")
+OPTIMIZER = re.compile(r"^optimizer[^/]*\.(bin|pt)$|^optimizer_\d+/")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def required_files(world_size: int) -> set[str]:
+    """Per-process files every checkpoint of a ``world_size``-process run holds (plus weights and optimizer)."""
+    per_rank = {f"random_states_{r}.pkl" for r in range(world_size)}
+    return per_rank | {trainer_state_name(r) for r in range(world_size)} | {RUN_CONFIG}
+
+
+def _safe_relative(rel: object) -> bool:
+    """A plain relative path inside the checkpoint: no absolute path, no ``..``, no empty or ``.`` part."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or rel.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest of ``path``, checked for shape only; a malformed one raises :class:`CheckpointError`."""
     manifest = path / MANIFEST
     if not manifest.is_file():
         raise CheckpointError(f"{path}: no {MANIFEST} (the write never finished)")
     try:
         meta = json.loads(manifest.read_text())
-        files = meta["files"]
-        step = int(meta["step"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable {MANIFEST}: {e}") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: malformed {MANIFEST}: not a JSON object")
+    step, world, files = meta.get("step"), meta.get("world_size"), meta.get("files")
+    if type(step) is not int or step < 0:
+        raise CheckpointError(f"{path}: malformed {MANIFEST}: step {step!r}")
+    if type(world) is not int or world < 1:
+        raise CheckpointError(f"{path}: malformed {MANIFEST}: world_size {world!r} (written by an older train.py?)")
+    if not isinstance(files, dict) or not files:
+        raise CheckpointError(f"{path}: malformed {MANIFEST}: no file list")
+    for rel, info in files.items():
+        if not _safe_relative(rel) or rel == MANIFEST:
+            raise CheckpointError(f"{path}: {MANIFEST} lists {rel!r}, a path outside the checkpoint")
+        ok = isinstance(info, dict) and type(info.get("size")) is int and info["size"] >= 0
+        if not ok or not isinstance(info.get("sha256"), str) or not SHA256.match(info["sha256"]):
+            raise CheckpointError(f"{path}: malformed {MANIFEST} entry for {rel}: {info!r}")
+    return meta
+
+
+def verify(path: Path) -> int:
+    """Return the step of a complete, intact checkpoint, or raise :class:`CheckpointError` saying why not.
+
+    The manifest is not trusted on its own: the folder must hold exactly the files it lists (no unlisted or
+    missing file, no link, nothing outside the folder), the required set must be there, and each file must
+    match its size and SHA-256.
+    """
+    meta = read_manifest(path)
+    step, files = meta["step"], meta["files"]
+    if path.name.startswith(PREFIX) and path.name != checkpoint_name(step):
+        raise CheckpointError(f"{path}: the manifest says step {step}, the folder name disagrees")
+    root = path.resolve()
+    on_disk = set()
+    for p in path.rglob("*"):
+        if p.is_symlink():
+            raise CheckpointError(f"{path}: {p.relative_to(path)} is a link; a checkpoint holds plain files only")
+        if p.is_file() and p != path / MANIFEST:
+            on_disk.add(p.relative_to(path).as_posix())
+    unlisted, missing = sorted(on_disk - set(files)), sorted(set(files) - on_disk)
+    if unlisted:
+        raise CheckpointError(f"{path}: file {unlisted[0]} is not in the manifest (added or replaced later)")
+    if missing:
+        raise CheckpointError(f"{path}: missing file {missing[0]}")
+    absent = sorted(required_files(meta["world_size"]) - set(files))
+    if not any(WEIGHTS.match(f) for f in files):
+        absent.append("model weights")
+    if not any(OPTIMIZER.match(f) for f in files):
+        absent.append("optimizer state")
+    if absent:
+        raise CheckpointError(f"{path}: incomplete checkpoint, no {', '.join(absent)}")
     for rel, info in files.items():
         f = path / rel
-        if not f.is_file():
-            raise CheckpointError(f"{path}: missing file {rel}")
+        if root not in f.resolve().parents:
+            raise CheckpointError(f"{path}: {rel} resolves outside the checkpoint")
         if f.stat().st_size != info["size"]:
             raise CheckpointError(f"{path}: {rel} has {f.stat().st_size} bytes, expected {info['size']} (truncated)")
         if _sha256(f) != info["sha256"]:
@@ -133,13 +205,6 @@ def prune(root: Path, keep_last: int, run_id: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for tmp in root.glob(".tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-RUN_CONFIG = "run_config.json"
-
-
-def trainer_state_name(rank: int) -> str:
-    return f"trainer_state_rank{rank}.json"
 
 
 def save(
