@@ -20,6 +20,7 @@ from .delta_rule import delta_rule
 from .gated_delta_rule import gated_delta_rule
 from .registry import KERNELS, backends_of, ops
 from .selective_scan import selective_scan
+from .ssd import ssd
 
 __all__ = [
     "BACKENDS",
@@ -30,4 +31,5 @@ __all__ = [
     "gated_delta_rule",
     "ops",
     "selective_scan",
+    "ssd",
 ]

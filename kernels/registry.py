@@ -44,6 +44,9 @@ KERNELS: dict[tuple[str, str], Impl] = {
     ("delta_product", "naive"): Impl("delta_product.naive:delta_product_naive"),
     ("delta_product", "chunk"): Impl("delta_product.interleaved:delta_product_chunk", native_varlen=True),
     ("delta_product", "triton"): Impl("delta_product.interleaved:delta_product_triton", native_varlen=True),
+    ("ssd", "naive"): Impl("ssd.naive:ssd_naive"),
+    ("ssd", "chunk"): Impl("ssd.chunk:ssd_chunk"),
+    ("ssd", "triton"): Impl("ssd.triton:ssd_triton", native_varlen=True),
 }
 
 

@@ -24,6 +24,8 @@ def tiny_config(mixer="deltanet", eigval_range="[-1,1]", **kw) -> LRNNConfig:
         eigval_range=eigval_range,
         dt_min=0.05,
         dt_max=1.0,
+        ssd_head_dim=12,  # Mamba-2: 4 heads of 12 channels in d_inner = 48, in 2 groups
+        ssd_groups=2,
     )
     base.update(kw)
     return LRNNConfig(**base)
@@ -49,7 +51,7 @@ def _large_beta(mixer) -> None:
 
 # How to push each mixer's gates towards the negative side, for the eigenvalue-range tests. Every recurrent
 # mixer needs an entry (tests/test_modeling.py checks), so a new mixer cannot silently skip those tests.
-PUSH_NEGATIVE = {"mamba": _large_dt, "deltanet": _large_beta}
+PUSH_NEGATIVE = {"mamba": _large_dt, "deltanet": _large_beta, "mamba2": _large_dt}
 
 
 @torch.no_grad()

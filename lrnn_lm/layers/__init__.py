@@ -4,7 +4,8 @@ Adding a mixer: one file here with a registered :class:`~lrnn_lm.layers.base.Mix
 import line below (see README.md in this folder).
 """
 
-from . import deltanet, mamba  # noqa: F401  (each module registers its mixer)
+from . import deltanet, mamba, mamba2  # noqa: F401  (each module registers its mixer)
+from . import attention  # noqa: F401  (softmax attention, for hybrid models)
 from .base import Mixer
 from .registry import MIXERS, get_mixer, register_mixer
 

@@ -6,7 +6,10 @@ import torch
 
 
 def mamba_negative_eigvals(eigval_range: str) -> bool:
-    """Mamba's gate ``a = exp(dt A)`` in (0, 1) becomes ``2 a - 1`` in (-1, 1) when the range is ``[-1,1]``."""
+    """Mamba's gate ``a = exp(dt A)`` in (0, 1) becomes ``2 a - 1`` in (-1, 1) when the range is ``[-1,1]``.
+
+    The same for Mamba-1 (a ``[d_inner, N]`` gate per token) and Mamba-2 (a scalar gate per head and token).
+    """
     return _check(eigval_range) == "[-1,1]"
 
 

@@ -23,3 +23,22 @@ class RMSNorm(nn.Module):
         if gate is not None:
             y = y * F.silu(gate.float())
         return y.to(x.dtype)
+
+
+class GatedGroupRMSNorm(nn.Module):
+    """Mamba-2's gated norm: ``rmsnorm(x * silu(gate))`` over groups of ``dim // groups`` channels, times ``weight``.
+
+    The gate comes before the norm (mamba_ssm's ``norm_before_gate=False``), unlike :class:`RMSNorm`'s.
+    """
+
+    def __init__(self, dim: int, groups: int = 1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.groups, self.eps = groups, eps
+        tag_no_weight_decay(self.weight)
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        y = x.float() * F.silu(gate.float())
+        grouped = y.unflatten(-1, (self.groups, -1))
+        grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (grouped.flatten(-2) * self.weight.float()).to(x.dtype)

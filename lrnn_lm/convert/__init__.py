@@ -1,0 +1,52 @@
+"""Load transformers checkpoints of peer architectures into ``LRNNForCausalLM``.
+
+Each converter maps one transformers ``model_type`` to an ``LRNNConfig`` and a state dict, with the
+eigenvalue range ``[0,1]`` (the peer's own function). The converted model computes the same logits; a test
+holds each converter to that. ``python -m lrnn_lm.convert SRC DST`` converts a checkpoint folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..configuration_lrnn import LRNNConfig
+from ..modeling_lrnn import LRNNForCausalLM
+
+# model_type -> function(hf_config) -> (LRNNConfig kwargs, function(hf_state_dict) -> our state dict)
+Converter = Callable[[object], tuple[dict, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def register_converter(model_type: str):
+    def register(fn: Converter) -> Converter:
+        CONVERTERS[model_type] = fn
+        return fn
+
+    return register
+
+
+def convert_model(hf_model, **overrides) -> LRNNForCausalLM:
+    """An ``LRNNForCausalLM`` computing what ``hf_model`` (a transformers causal LM) computes.
+
+    ``overrides`` replace config fields after conversion, e.g. ``eigval_range="[-1,1]"`` to fine-tune a
+    converted model into the signed range (which changes its function; see docs/convert.md).
+    """
+    hf_config = hf_model.config
+    if hf_config.model_type not in CONVERTERS:
+        raise ValueError(f"no converter for model_type {hf_config.model_type!r}; available: {sorted(CONVERTERS)}")
+    config_kwargs, map_state = CONVERTERS[hf_config.model_type](hf_config)
+    config = LRNNConfig(**{**config_kwargs, **overrides})
+    model = LRNNForCausalLM(config)
+    state = map_state({k: v.detach().clone() for k, v in hf_model.state_dict().items()})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # The tied lm_head may be absent from the source; everything else must map one to one.
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"conversion of {hf_config.model_type!r} left missing={missing} unexpected={unexpected}")
+    return model.to(next(hf_model.parameters()).dtype).eval()
+
+
+# Each module registers its converters on import.
+from . import mamba  # noqa: E402, F401
