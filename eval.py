@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from lrnn_lm.analysis.checkpoints import describe, load_checkpoint, resolve_device
+from lrnn_lm.analysis.checkpoints import RemoteCodeRefused, describe, load_checkpoint, resolve_device
 from lrnn_lm.analysis.lm_harness import LOCAL_TASKS_DIR, TABLE4_TASKS, LazyTaskManager, make_lm, run_tasks
 from lrnn_lm.analysis.probes import ProbeSettings, run_linear_probe
 from lrnn_lm.analysis.report import (
@@ -54,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--output", default="eval_out")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available); bf16 on cuda")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a checkpoint run Python code it carries (never needed for lrnn_lm's own checkpoints)",
+    )
     return p.parse_args(argv)
 
 
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     for label, path in zip(checkpoint_labels(args.checkpoint), args.checkpoint):
         print(f"== {label}: {path}")
-        model, tokenizer = load_checkpoint(path, device)
+        model, tokenizer = load_checkpoint(path, device, trust_remote_code=args.trust_remote_code)
         info = {"path": str(path), "model": describe(model), "dtype": str(model.dtype)}
         lm = make_lm(model, tokenizer, args.batch_size) if tasks or probes else None
         runs[label] = {**info, "tasks": run_tasks(lm, tasks, task_manager, args.limit, label)}
@@ -142,4 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RemoteCodeRefused as e:
+        print(f"eval.py: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -6,6 +6,7 @@ Runs are a 1-layer d16 model on the parity task (no tokenizer to build), a few s
 import json
 
 import pytest
+import torch
 
 from lrnn_lm.training import checkpoint as ckpt
 from lrnn_lm.training import run_dir
@@ -193,3 +194,63 @@ def test_resume_path_to_a_corrupt_checkpoint_is_refused_with_a_clear_message(tmp
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert f"--resume {bad}: refusing this checkpoint" in r.stderr and "extra.py is not in the manifest" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- 5. no code without consent
+
+
+@pytest.fixture
+def saved_checkpoint(tmp_path):
+    """A tiny model and tokenizer saved as train.py saves them (with the two remote-code shims and auto_map)."""
+    from lrnn_lm.tasks import get_task
+    from lrnn_lm.tasks.tokenizer import task_tokenizer
+
+    from .models import tiny_model
+
+    path = tmp_path / "final"
+    tiny_model().save_pretrained(path)
+    task_tokenizer(get_task("parity")).save_pretrained(path)
+    return path
+
+
+def _plant(path, module, marker):
+    """Make ``module`` (a file in the checkpoint) write ``marker`` when imported."""
+    (path / module).write_text(f"open({str(marker)!r}, 'w').write('ran')\n" + (path / module).read_text())
+
+
+def test_loading_our_checkpoint_runs_none_of_its_code(saved_checkpoint, tmp_path):
+    from lrnn_lm.analysis.checkpoints import load_checkpoint
+
+    marker = tmp_path / "ran"
+    assert json.loads((saved_checkpoint / "config.json").read_text())["auto_map"]
+    _plant(saved_checkpoint, "modeling_lrnn.py", marker)
+    _plant(saved_checkpoint, "configuration_lrnn.py", marker)
+    model, tokenizer = load_checkpoint(saved_checkpoint, torch.device("cpu"))
+    assert type(model).__module__ == "lrnn_lm.modeling_lrnn" and tokenizer.pad_token is not None
+    assert not marker.exists()
+
+
+def test_a_checkpoint_that_ships_code_is_refused_without_the_flag(saved_checkpoint, tmp_path):
+    from lrnn_lm.analysis.checkpoints import RemoteCodeRefused, load_checkpoint
+
+    marker = tmp_path / "ran"
+    (saved_checkpoint / "evil_tok.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import PreTrainedTokenizerFast\n\n\n"
+        "class EvilTokenizer(PreTrainedTokenizerFast):\n    pass\n"
+    )
+    cfg = json.loads((saved_checkpoint / "tokenizer_config.json").read_text())
+    cfg.update(tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": [None, "evil_tok.EvilTokenizer"]})
+    (saved_checkpoint / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(RemoteCodeRefused, match="--trust-remote-code"):
+        load_checkpoint(saved_checkpoint, torch.device("cpu"))
+    assert not marker.exists()
+    load_checkpoint(saved_checkpoint, torch.device("cpu"), trust_remote_code=True)  # the user's explicit consent
+    assert marker.exists()
+
+
+def test_eval_cli_has_the_flag_and_defaults_to_no_remote_code():
+    import eval as eval_cli
+
+    assert eval_cli.parse_args(["--checkpoint", "x"]).trust_remote_code is False
+    assert eval_cli.parse_args(["--checkpoint", "x", "--trust-remote-code"]).trust_remote_code is True

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+import lrnn_lm  # noqa: F401  (registers LRNNConfig / LRNNForCausalLM with the Auto classes: no remote code needed)
+
 
 def resolve_device(device: str | None) -> torch.device:
     if device is None:
@@ -19,14 +21,32 @@ def eval_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def load_checkpoint(path: str | Path, device: torch.device) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+class RemoteCodeRefused(ValueError):
+    """A checkpoint asks to run its own Python code and the user did not allow it."""
+
+
+def load_checkpoint(
+    path: str | Path, device: torch.device, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model in eval mode on ``device`` and its tokenizer, with ``pad = eos`` when no pad token is set.
 
-    ``trust_remote_code`` loads through the shims ``save_pretrained`` writes, exactly as the lm_eval CLI does.
+    No code from the checkpoint runs unless ``trust_remote_code`` (the user's ``--trust-remote-code``): importing
+    ``lrnn_lm`` (this module does) registers our classes with the Auto classes, so our own checkpoints need none.
+    ``False`` is passed explicitly, so transformers refuses instead of prompting.
     """
-    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, dtype=eval_dtype(device))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, trust_remote_code=trust_remote_code, dtype=eval_dtype(device)
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        if trust_remote_code or "trust_remote_code" not in str(e):
+            raise
+        raise RemoteCodeRefused(
+            f"{path} asks to run Python code it carries (an auto_map in config.json or tokenizer_config.json that "
+            "is not lrnn_lm's own classes); not running it. Pass --trust-remote-code only if you trust that code."
+        ) from e
     model = model.to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
