@@ -92,6 +92,10 @@ def batch_plan(cfg: RunConfig, world: int, rows_unit: int) -> int:
     return cfg.train.tokens_per_step // per_micro
 
 
+class NonFiniteError(RuntimeError):
+    """Too many non-finite steps in a row; the message names the step, the parameter groups and what to do."""
+
+
 def nonfinite_groups(optimizer) -> list[str]:
     """Names of the parameter groups holding a NaN or Inf gradient."""
     bad = []
@@ -259,27 +263,22 @@ def main(argv: list[str] | None = None) -> dict:
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
         loss_value = float(accelerator.reduce(step_loss.reshape(1), "mean"))
         finite = math.isfinite(loss_value) and bool(torch.isfinite(torch.as_tensor(grad_norm)))
+        step += 1  # from here on, `step` is the number of the step just taken, as in the log and metrics.jsonl
         if finite:
             optimizer.step()
             consecutive_bad = 0
         else:
-            bad = nonfinite_groups(optimizer)
+            bad_groups = nonfinite_groups(optimizer)
             skipped_total += 1
             consecutive_bad += 1
-            logger.warning("step %d: non-finite loss/grad (groups %s); step skipped", step, bad)
-            if consecutive_bad >= cfg.train.max_consecutive_nonfinite:
-                raise RuntimeError(
-                    f"stopping: {consecutive_bad} consecutive non-finite steps, the last at step {step}; "
-                    f"non-finite gradients in parameter groups {bad or ['(loss only)']}. Lower optim.lr or check data."
-                )
+            logger.warning("step %d: non-finite loss/grad (groups %s); step skipped", step, bad_groups)
         optimizer.zero_grad(set_to_none=True)
-        step += 1
         global_tokens = step_tokens * world
         tokens_seen += global_tokens
         dt = time.time() - t0
         progress.update(1)
         progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{global_tokens / dt:.0f}")
-        if step % cfg.train.log_every == 0 or step == 1:
+        if step % cfg.train.log_every == 0 or step == 1 or not finite:
             rec = {
                 "step": step,
                 "tokens": tokens_seen,
@@ -292,15 +291,27 @@ def main(argv: list[str] | None = None) -> dict:
             if (m := mfu(global_tokens / dt, n_params)) is not None:
                 rec["mfu"] = m
             log(rec)
+        if consecutive_bad >= cfg.train.max_consecutive_nonfinite:
+            raise NonFiniteError(
+                f"stopping: {consecutive_bad} consecutive non-finite steps, the last at step {step}; non-finite "
+                f"gradients in parameter groups {bad_groups or ['(loss only)']}. No checkpoint was saved during the "
+                f"streak, so the newest one is from before it: lower optim.lr (or check the data) and continue with "
+                f"--resume auto --allow_changed=[optim.lr]."
+            )
         timed_out = cfg.train.max_minutes is not None and time.time() - start_time > 60 * cfg.train.max_minutes
         if val_batches and (step % cfg.train.eval_every == 0 or step == cfg.train.max_steps or timed_out or stop):
             last_val = evaluate()
             log({"step": step, "tokens": tokens_seen, **last_val})
         if step % cfg.checkpoint.every == 0 or step == cfg.train.max_steps or timed_out or stop:
-            save_checkpoint()
+            if consecutive_bad:
+                # Weights and optimizer state are unchanged by skipped steps, but a checkpoint here would push
+                # a healthy one out under keep_last; the newest checkpoint stays the last healthy one.
+                logger.warning("step %d is non-finite: no checkpoint saved", step)
+            else:
+                save_checkpoint()
         if stop or timed_out:
             why = f"signal {stop.signal}" if stop else f"train.max_minutes={cfg.train.max_minutes}"
-            logger.info("stopping at step %d (%s); checkpoint saved", step, why)
+            logger.info("stopping at step %d (%s)", step, why)
             break
     progress.close()
 
@@ -351,7 +362,7 @@ def cli() -> int:
     """``main`` for the command line: a refused run prints its reason (no traceback) and exits with status 2."""
     try:
         main()
-    except (ConfigError, DataError, RunDirError, ckpt.CheckpointError) as e:
+    except (ConfigError, DataError, RunDirError, ckpt.CheckpointError, NonFiniteError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -4,6 +4,8 @@ Runs are a 1-layer d16 model on the parity task (no tokenizer to build), a few s
 """
 
 import json
+import math
+import re
 
 import pytest
 import torch
@@ -254,3 +256,21 @@ def test_eval_cli_has_the_flag_and_defaults_to_no_remote_code():
 
     assert eval_cli.parse_args(["--checkpoint", "x"]).trust_remote_code is False
     assert eval_cli.parse_args(["--checkpoint", "x", "--trust-remote-code"]).trust_remote_code is True
+
+
+# ----------------------------------------------------------------------------- 4. non-finite streaks
+
+
+def test_a_non_finite_streak_saves_no_checkpoint_and_log_steps_match_metrics(tmp_path):
+    """lr 1e30 without clipping: step 1 is finite and blows the weights up, steps 2-4 are non-finite."""
+    out = tmp_path / "nan"
+    extra = ["--optim.lr=1e30", "--optim.grad_clip=0", "--optim.warmup_steps=0", "--checkpoint.every=1"]
+    r = task_run(out, 20, *extra, "--train.max_consecutive_nonfinite=3", "--checkpoint.keep_last=2")
+    assert r.returncode == 2 and "3 consecutive non-finite steps, the last at step 4" in r.stderr, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001"]
+    assert plan_start(out, "auto", "no").checkpoint == out / "checkpoints" / "step-00000001"
+    warned = [int(m) for m in re.findall(r"step (\d+): non-finite", r.stderr)]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    skipped = [rec["step"] for rec in records if not math.isfinite(rec["grad_norm"])]
+    assert warned == skipped == [2, 3, 4]
