@@ -1,5 +1,7 @@
-"""End-to-end CPU training throughput (forward + backward + AdamW step) of our Mamba against transformers'
-``MambaForCausalLM`` (its reference path on CPU) at the same size, and of our [-1,1] DeltaNet. Prints JSON.
+"""End-to-end CPU training throughput (forward + backward + AdamW step) of our Mamba and Mamba-2 against
+transformers' ``MambaForCausalLM`` and ``Mamba2ForCausalLM`` (their reference paths on CPU) at the same sizes,
+and of our [-1,1] DeltaNet. Mamba-2: 4 heads of 64 channels, 1 group (d_inner 256), transformers' chunk 256.
+Prints JSON.
 
     python benchmarks/train_throughput.py [--steps 3]
 """
@@ -11,11 +13,12 @@ import json
 import time
 
 import torch
-from transformers import MambaConfig, MambaForCausalLM
+from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM
 
 HIDDEN, LAYERS, STATE, EXPAND, T, BATCH, VOCAB = 128, 2, 16, 2, 256, 4, 1000
+SSD_HEAD_DIM = 64  # Mamba-2: d_inner 256 in 4 heads
 
 
 def tokens_per_s(model: torch.nn.Module, steps: int) -> float:
@@ -51,6 +54,18 @@ def main() -> None:
             use_mambapy=False,
         )
     )
+    peer2 = Mamba2ForCausalLM(
+        Mamba2Config(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            state_size=STATE,
+            expand=EXPAND,
+            num_heads=EXPAND * HIDDEN // SSD_HEAD_DIM,
+            head_dim=SSD_HEAD_DIM,
+            n_groups=1,
+        )
+    )
     common = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, intermediate_size=0)
     ours_mamba = LRNNForCausalLM(
         LRNNConfig(mixer="mamba", state_size=STATE, expand=EXPAND, eigval_range="[-1,1]", **common)
@@ -58,6 +73,9 @@ def main() -> None:
     ours_mamba_pos = LRNNForCausalLM(
         LRNNConfig(mixer="mamba", state_size=STATE, expand=EXPAND, eigval_range="[0,1]", **common)
     )
+    mamba2 = dict(mixer="mamba2", state_size=STATE, expand=EXPAND, ssd_head_dim=SSD_HEAD_DIM, ssd_groups=1)
+    ours_mamba2 = LRNNForCausalLM(LRNNConfig(**mamba2, eigval_range="[-1,1]", **common))
+    ours_mamba2_pos = LRNNForCausalLM(LRNNConfig(**mamba2, eigval_range="[0,1]", **common))
     ours_delta = LRNNForCausalLM(LRNNConfig(mixer="deltanet", num_heads=4, eigval_range="[-1,1]", **common))
     result = {
         "threads": torch.get_num_threads(),
@@ -65,17 +83,24 @@ def main() -> None:
         "params": {
             "transformers_mamba": sum(p.numel() for p in peer.parameters()),
             "ours_mamba": sum(p.numel() for p in ours_mamba.parameters()),
+            "transformers_mamba2": sum(p.numel() for p in peer2.parameters()),
+            "ours_mamba2": sum(p.numel() for p in ours_mamba2.parameters()),
             "ours_deltanet": sum(p.numel() for p in ours_delta.parameters()),
         },
         "tokens_per_s": {
             "transformers_mamba": tokens_per_s(peer, args.steps),
             "ours_mamba_[-1,1]": tokens_per_s(ours_mamba, args.steps),
             "ours_mamba_[0,1]": tokens_per_s(ours_mamba_pos, args.steps),
+            "transformers_mamba2": tokens_per_s(peer2, args.steps),
+            "ours_mamba2_[-1,1]": tokens_per_s(ours_mamba2, args.steps),
+            "ours_mamba2_[0,1]": tokens_per_s(ours_mamba2_pos, args.steps),
             "ours_deltanet_[-1,1]": tokens_per_s(ours_delta, args.steps),
         },
     }
     tps = result["tokens_per_s"]
     result["ratio_ours_mamba_over_transformers"] = tps["ours_mamba_[-1,1]"] / tps["transformers_mamba"]
+    result["ratio_ours_mamba2_over_transformers"] = tps["ours_mamba2_[-1,1]"] / tps["transformers_mamba2"]
+    result["ratio_ours_mamba2_signed_over_unsigned_time"] = tps["ours_mamba2_[0,1]"] / tps["ours_mamba2_[-1,1]"]
     print(json.dumps(result, indent=2))
 
 
