@@ -50,8 +50,10 @@ class LRNNBlock(GradientCheckpointingLayer):
         else:
             self.mlp_norm = self.mlp = None
 
-    def forward(self, hidden, cache=None, mask=None, cu_seqlens=None):
-        hidden = hidden + self.mixer(self.mixer_norm(hidden), cache=cache, mask=mask, cu_seqlens=cu_seqlens)
+    def forward(self, hidden, cache=None, mask=None, cu_seqlens=None, attention_mask=None, position_ids=None):
+        # Token positions and the full padding mask go only to mixers that ask for them (attention).
+        extra = dict(attention_mask=attention_mask, position_ids=position_ids) if self.mixer.takes_positions else {}
+        hidden = hidden + self.mixer(self.mixer_norm(hidden), cache=cache, mask=mask, cu_seqlens=cu_seqlens, **extra)
         if self.mlp is not None:
             hidden = hidden + self.mlp(self.mlp_norm(hidden))
         return hidden
@@ -115,13 +117,18 @@ class LRNNModel(LRNNPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         cu_seqlens: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> LRNNOutput | tuple:
         """Args beyond the usual HF ones: ``cu_seqlens`` (``[num_seqs + 1]`` offsets) for a packed batch of
-        size 1, so the recurrent state and the convolutions restart at every sequence start.
+        size 1, so the recurrent state and the convolutions restart at every sequence start (and attention stays
+        inside each sequence).
 
         ``attention_mask`` (1 = token, 0 = padding) turns padded steps into identity transitions with no
-        input, so left-padded rows give the same outputs as unpadded ones.
+        input, so left-padded rows give the same outputs as unpadded ones; attention layers hide padded keys.
+        With a cache it covers the cached tokens too (``[batch, past + T]``), as ``generate`` passes it.
+        ``position_ids`` (``[batch, T]``) are used by attention layers only (RoPE); by default they are
+        ``cumsum(attention_mask) - 1``, or positions inside each packed sequence, or ``past + arange(T)``.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -140,7 +147,14 @@ class LRNNModel(LRNNPreTrainedModel):
         for layer in self.layers:
             if all_hidden is not None:
                 all_hidden.append(hidden)
-            hidden = layer(hidden, cache=cache, mask=mask, cu_seqlens=cu_seqlens)
+            hidden = layer(
+                hidden,
+                cache=cache,
+                mask=mask,
+                cu_seqlens=cu_seqlens,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+            )
         hidden = self.norm_f(hidden)
         if all_hidden is not None:
             all_hidden.append(hidden)
@@ -187,6 +201,7 @@ class LRNNForCausalLM(LRNNPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         cu_seqlens: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> LRNNCausalLMOutput | tuple:
         """Causal LM forward. ``labels`` are shifted inside (pass ``labels = input_ids``); ``-100`` is ignored."""
@@ -198,6 +213,7 @@ class LRNNForCausalLM(LRNNPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             cu_seqlens=cu_seqlens,
+            position_ids=position_ids,
         )
         hidden = slice_logits_to_keep(out.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden).float()

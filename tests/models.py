@@ -27,6 +27,8 @@ def tiny_config(mixer="deltanet", eigval_range="[-1,1]", **kw) -> LRNNConfig:
         ssd_head_dim=12,  # Mamba-2: 4 heads of 12 channels in d_inner = 48, in 2 groups
         ssd_groups=2,
     )
+    if isinstance(mixer, list):
+        base["num_hidden_layers"] = len(mixer)  # one layer per listed mixer, however many are registered
     base.update(kw)
     return LRNNConfig(**base)
 

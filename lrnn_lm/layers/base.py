@@ -32,6 +32,11 @@ class Mixer(nn.Module):
     #: What :meth:`transition_eigenvalues` returns, in words, for the spectrum report; None if the mixer has
     #: no state transitions (attention), so the spectrum and probes skip it.
     eigenvalues_are: ClassVar[str | None] = None
+    #: True for a mixer that needs token positions and the padding of the cached tokens too (attention): then
+    #: ``forward`` also receives ``attention_mask`` (``[batch, past + T]``, 1 = token, or None) and
+    #: ``position_ids`` (``[batch, T]`` or None) as keyword arguments. Recurrent mixers leave it False and never
+    #: see them.
+    takes_positions: ClassVar[bool] = False
 
     def __init__(self, config, layer_idx: int) -> None:
         super().__init__()
@@ -65,7 +70,8 @@ class Mixer(nn.Module):
     ) -> torch.Tensor:
         """``hidden [batch, T, d] -> [batch, T, d]``. ``cache``: a ``DynamicCache`` to read and update at
         ``self.layer_idx``; ``mask``: ``[batch, T, 1]`` (1 = token, 0 = padding) or None; ``cu_seqlens``: packed
-        sequence offsets (batch 1), never together with a cache."""
+        sequence offsets (batch 1), never together with a cache. A mixer with ``takes_positions`` also gets
+        ``attention_mask`` and ``position_ids`` (see there)."""
         raise NotImplementedError
 
 
