@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..layers import MIXERS
 from .probe_data import ProbeSequence, label_meaning, probe_sequences
 
 
@@ -136,7 +137,15 @@ def run_linear_probe(model, tokenizer, name: str, settings: ProbeSettings) -> di
     majority = int(torch.bincount(y_train, minlength=num_classes).argmax())
     layers = []
     device = next(model.parameters()).device  # fit where the model runs: a GPU fits big probes in seconds
+    mixers = model.config.layer_mixers
     for layer in tqdm(range(x_train.shape[0]), desc=f"{name} probes", leave=False):
+        mixer = mixers[layer - 1] if 0 < layer <= len(mixers) else None
+        if mixer is not None and MIXERS[mixer].eigenvalues_are is None:
+            # The probe asks whether a running state is readable; an attention layer has none of its own.
+            print(f"probe {name}: layer {layer} ({mixer}) has no recurrent state; skipped")
+            skipped = {"train": None, "short": None, "long": None, "skipped": f"{mixer} has no recurrent state"}
+            layers.append({"layer": layer, "name": _layer_name(layer, x_train.shape[0] - 1), **skipped})
+            continue
         probe = fit_linear_probe(x_train[layer].to(device), y_train.to(device), num_classes, l2=s.l2)
         layers.append(
             {

@@ -6,6 +6,7 @@
   ``k_t`` direction is counted, one value per head and token; the others are 1 by construction.
 
 Statistics are exact over every counted value (streamed, not subsampled); padded positions are skipped.
+Layers without state transitions (attention) are skipped: their entry says so (``"skipped"``, count 0).
 """
 
 from __future__ import annotations
@@ -51,6 +52,20 @@ class LayerSpectrum:
 
     def summary(self) -> dict:
         n = max(self.n, 1)
+        if MIXERS[self.mixer].eigenvalues_are is None:
+            return {
+                "layer": self.layer,
+                "mixer": self.mixer,
+                "what": None,
+                "skipped": f"{self.mixer} has no state transitions",
+                "count": 0,
+                "frac_negative": None,
+                "frac_near_minus_one": None,
+                "min": None,
+                "max": None,
+                "mean": None,
+                "hist": {"edges": torch.linspace(-1, 1, BINS + 1).tolist(), "counts": [0.0] * BINS},
+            }
         return {
             "layer": self.layer,
             "mixer": self.mixer,
@@ -111,8 +126,12 @@ def collect_spectrum(model, windows: list[list[int]], batch_size: int = 8, pad_i
 
         return hook
 
-    hooks = [make_hook(acc) for acc in spectra]
-    handles = [layer.mixer.register_forward_hook(hook, with_kwargs=True) for layer, hook in zip(layers, hooks)]
+    handles = []
+    for layer, acc in zip(layers, spectra):
+        if layer.mixer.eigenvalues_are is None:
+            print(f"spectrum: layer {acc.layer} ({acc.mixer}) has no state transitions; skipped")
+            continue
+        handles.append(layer.mixer.register_forward_hook(make_hook(acc), with_kwargs=True))
     try:
         for start in tqdm(range(0, len(windows), batch_size), desc="spectrum", leave=False):
             batch = windows[start : start + batch_size]
