@@ -107,27 +107,32 @@ def test_edge_gates(negative, chunk_size):
 
 def test_signed_gate_exactly_zero():
     """Signed gate exactly 0 at every token: the output is exact; the gradient through the gate is 0 by definition
-    (documented), so x, B, C, D and h0 are exact, and dt, A get exactly their non-gate terms: the reference runs
-    naive with the gate's dt and A detached."""
+    (documented), so x, B, C, D and h0 are exact, and dt, A get exactly their non-gate terms."""
     inputs = ssd_inputs(2, 70, 3, 5, 7, 1, gate="exact_zero_signed")
     assert (gate(inputs["dt"], inputs["A"], True) == 0).all()
     got = run(inputs, "chunk", negative_eigvals=True)
     for name, t in got.items():
         assert torch.isfinite(t).all(), name
+    # rel_rmse of the all-zero reference dA is relative to 1e-12: the chunk's dA must be zero to that precision.
+    compare(got, gate_stopped_reference(inputs), TOL)
 
+
+def gate_stopped_reference(inputs: dict) -> dict:
+    """Naive outputs and gradients with no gradient through the (signed) gate: naive runs on the gate's dt and A
+    detached, with ``x * dt / dt.detach()`` (the value of x) carrying dt's input-path gradient, and the skip term
+    added from the real x. Same cotangents as ``outputs_and_grads``."""
     x, dt, D = inputs["x"], inputs["dt"], inputs["D"]
-    x_in = x * dt[..., None] / dt.detach()[..., None]  # the value of x, with dt's input-path gradient
+    x_in = x * dt[..., None] / dt.detach()[..., None]
     kw = dict(initial_state=inputs["initial_state"], output_final_state=True, negative_eigvals=True, backend="naive")
     o, S = ssd(x_in, dt.detach(), inputs["A"].detach(), inputs["B"], inputs["C"], None, **kw)
-    o = o + D[:, None] * x  # the skip term from the real x (x_in would give D a path to dt)
-    g = torch.Generator().manual_seed(1)  # the same cotangents as outputs_and_grads
+    o = (o.float() + D[:, None] * x.float()).to(x.dtype)
+    g = torch.Generator().manual_seed(1)
     do, dS = torch.randn(o.shape, generator=g), torch.randn(S.shape, generator=g)
     names = ["x", "dt", "B", "C", "D", "initial_state"]
-    grads = torch.autograd.grad((o * do).sum() + (S * dS).sum(), [inputs[n] for n in names])
-    ref = {"out": o, "state": S, **{f"grad_{n}": gr for n, gr in zip(names, grads)}}
+    grads = torch.autograd.grad((o.float() * do).sum() + (S * dS).sum(), [inputs[n] for n in names])
+    ref = {"out": o.detach(), "state": S.detach(), **{f"grad_{n}": gr for n, gr in zip(names, grads)}}
     ref["grad_A"] = torch.zeros_like(inputs["A"])
-    # rel_rmse of an all-zero reference is relative to 1e-12: the chunk's dA must be zero to that precision.
-    compare(got, ref, TOL)
+    return ref
 
 
 @pytest.mark.parametrize("backend", ["naive", "chunk"])

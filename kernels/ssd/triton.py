@@ -1,0 +1,98 @@
+"""SSD on Triton through flash-linear-attention's ``chunk_simple_gla``, inside the running-sign wrapper.
+
+SSD is simple GLA (a scalar decay per head and token) with ``q = C``, ``k = B`` (each head reading its group),
+``v = dt x``, ``g = log a`` and ``scale = 1``. fla's kernels take ``g`` in log space and form decays as
+``exp(g_t - g_s)`` of within-chunk cumulative sums, so:
+
+- **Signed gates** use the running-sign identity (``shared/notes/signed-chunking.md``, :mod:`.gates`): fla gets
+  ``g = log|a|`` and ``v = P dt x``; we return ``y = P o + D x`` and the final state times each sequence's last
+  ``P``. ``P`` restarts at every ``cu_seqlens`` boundary.
+- **Gates at or near 0**: ``log 0 = -inf`` would make ``-inf - (-inf)`` NaN inside fla, so ``log|a|`` is floored at
+  :data:`LOG_FLOOR` (``|a| >= e^-30 ~ 9e-14``). The forward error is at most ``9e-14`` times the carried state,
+  far below fp16/bf16 rounding; the gate's gradient is 0 below the floor (its true value is below ``9e-14``
+  times the state's). Gates of exactly 1 (``dt = 0``) and -1 need nothing.
+- **Layout**: fla's state is ``[N, H, K, V] = [n, H, N, P]``; ours is ``[n, H, P, N]``, so states are transposed
+  on the way in and out (a copy of the state only).
+
+Dtypes: ``x, B, C`` are promoted to one dtype, which fla computes in (bf16 or fp16 for speed; fp32 runs too, with
+fla's own fp32 matmul precision). ``g`` is fp32; ``dt``, ``A``, ``D`` and the state may be any float dtype. The
+output is in ``x.dtype``, the final state fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .gates import heads_of_groups, log_abs_gate, running_sign
+
+LOG_FLOOR = -30.0
+
+
+def ssd_triton(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    *,
+    A: torch.Tensor,
+    D: torch.Tensor | None = None,
+    negative_eigvals: bool = False,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """SSD through fla's ``chunk_simple_gla``; same contract as :func:`lrnn_lm.kernels.ssd.naive.ssd_naive`.
+
+    Shapes: ``x: [batch, T, H, P]``, ``dt: [batch, T, H]``, ``A: [H]``, ``B, C: [batch, T, G, N]``, ``D: [H]`` or
+    ``[H, P]``; ``initial_state`` and the returned state ``[n, H, P, N]`` fp32 (``n = batch``, or the number of
+    packed sequences with ``cu_seqlens``, which requires ``batch == 1``).
+    Returns ``(y [batch, T, H, P] in x.dtype, final_state or None)``.
+    """
+    from fla.ops.simple_gla import chunk_simple_gla
+
+    batch, T, H, P = x.shape
+    N = B.shape[-1]
+    n_seq = batch if cu_seqlens is None else cu_seqlens.numel() - 1
+    if T == 0:
+        state = initial_state.float() if initial_state is not None else x.new_zeros(n_seq, H, P, N, dtype=torch.float32)
+        return x.new_zeros(batch, 0, H, P), (state if output_final_state else None)
+
+    cu = cu_seqlens.long() if cu_seqlens is not None else None
+    dtype = torch.promote_types(torch.promote_types(x.dtype, B.dtype), C.dtype)
+    dtf = dt.float()
+    log_a, sign = log_abs_gate(dtf, A.float(), negative_eigvals)
+    if sign is not None:
+        sign = running_sign(sign, cu)
+        dtf = dtf * sign
+    v = (dtf[..., None] * x.float()).to(dtype)
+    q, k = (heads_of_groups(t, H).to(dtype) for t in (C, B))
+    h0 = initial_state.float().transpose(-1, -2).contiguous() if initial_state is not None else None
+    o, state = chunk_simple_gla(
+        q,
+        k,
+        v,
+        g=log_a.clamp_min(LOG_FLOOR),
+        scale=1.0,
+        initial_state=h0,
+        output_final_state=output_final_state,
+        cu_seqlens=cu,
+    )
+    y = o.float()
+    if sign is not None:
+        y = y * sign[..., None]
+    if D is not None:
+        y = y + (D.float() if D.dim() == 2 else D.float()[:, None]) * x.float()
+    if output_final_state:
+        state = state.float().transpose(-1, -2)
+        if sign is not None:
+            state = state * _last_sign(sign, cu)[:, :, None, None]
+    return y.to(x.dtype), (state if output_final_state else None)
+
+
+def _last_sign(sign: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+    """The running sign at each sequence's last token, ``[n, H]`` (1 for an empty sequence)."""
+    if cu_seqlens is None:
+        return sign[:, -1]
+    ends = cu_seqlens[1:].to(sign.device)
+    last = sign[0, (ends - 1).clamp_min(0)]
+    return torch.where((ends > cu_seqlens[:-1].to(sign.device))[:, None], last, torch.ones_like(last))
