@@ -49,4 +49,4 @@ def convert_model(hf_model, **overrides) -> LRNNForCausalLM:
 
 
 # Each module registers its converters on import.
-from . import mamba  # noqa: E402, F401
+from . import llama, mamba  # noqa: E402, F401
