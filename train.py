@@ -33,7 +33,7 @@ from lrnn_lm.training import run_dir
 from lrnn_lm.training.config import ConfigError, RunConfig, SourceConfig, load_config
 from lrnn_lm.training.corpus import build_corpus, build_tokenizer
 from lrnn_lm.training.data import DataError, TextPacker, build_text_dataset, collate_rows, unigram_loss
-from lrnn_lm.training.resume import plan_start, prepare_out_dir
+from lrnn_lm.training.resume import ResumeError, check_resume, plan_start, prepare_out_dir, random_states_restored
 from lrnn_lm.training.run_dir import RunDirError
 from lrnn_lm.training.runtime import StopFlag, make_accelerator, mfu
 from lrnn_lm.training.schedule import lr_at
@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
     prepare_out_dir(out, start, accelerator)
     set_seed(cfg.train.seed)
     default_sources(cfg)
+    changes = {}
+    if start.checkpoint is not None:  # refuse a changed run before any work
+        changes = check_resume(start.checkpoint, cfg.to_dict(), world, cfg.allow_changed)
 
     # Data and vocabulary.
     if cfg.data.task is not None:
@@ -171,10 +174,16 @@ def main(argv: list[str] | None = None) -> dict:
     resume_from = start.checkpoint
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
+        exact = all(gather_object([random_states_restored(resume_from, rank)]))
+        if not exact and not cfg.resume_inexact:
+            raise ResumeError(
+                f"{resume_from}: accelerate could not restore the random states, so this resume would not be exact. "
+                "Pass --resume_inexact=true to continue anyway (recorded in metrics.jsonl)."
+            )
         state = ckpt.load_json(resume_from, ckpt.trainer_state_name(rank))
         train_data.load_state_dict(state["data"])
         step, tokens_seen, skipped_total = state["step"], state["tokens_seen"], state["skipped_nonfinite"]
-        logger.info("resumed from %s at step %d", resume_from, step)
+        logger.info("resumed from %s at step %d%s", resume_from, step, "" if exact else " (random states NOT restored)")
 
     metrics_file = out / run_dir.METRICS
     if main_proc:
@@ -215,6 +224,10 @@ def main(argv: list[str] | None = None) -> dict:
             "data": train_data.state_dict(),
         }
         ckpt.save(accelerator, ckpt_root, step, trainer_state, start.run_id, cfg.to_dict(), cfg.checkpoint.keep_last)
+
+    if resume_from is not None:
+        event = {"step": step, "event": "resume", "from": str(resume_from), "exact": exact}
+        log({**event, "changed": {k: list(v) for k, v in changes.items()}})
 
     # Unigram baseline for text runs: what a model that ignores context would score on the same val set.
     unigram = None
@@ -362,7 +375,7 @@ def cli() -> int:
     """``main`` for the command line: a refused run prints its reason (no traceback) and exits with status 2."""
     try:
         main()
-    except (ConfigError, DataError, RunDirError, ckpt.CheckpointError, NonFiniteError) as e:
+    except (ConfigError, DataError, RunDirError, ResumeError, ckpt.CheckpointError, NonFiniteError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     return 0

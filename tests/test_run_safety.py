@@ -274,3 +274,90 @@ def test_a_non_finite_streak_saves_no_checkpoint_and_log_steps_match_metrics(tmp
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     skipped = [rec["step"] for rec in records if not math.isfinite(rec["grad_norm"])]
     assert warned == skipped == [2, 3, 4]
+
+
+# ----------------------------------------------------------------------------- 2. resume refuses a changed run
+
+
+def _cfg(*argv):
+    from lrnn_lm.training.config import load_config
+
+    return load_config(["--model={mixer: deltanet, eigval_range: '[-1,1]'}", *argv]).to_dict()
+
+
+def test_resume_refuses_model_data_and_batch_changes_even_when_named():
+    from lrnn_lm.training.resume import ResumeError, check_changes
+
+    saved = _cfg()
+    for argv, shown in [
+        (["--model={mixer: deltanet, eigval_range: '[0,1]'}"], "model.eigval_range: '[-1,1]' -> '[0,1]'"),
+        (["--data.seq_len=128"], "data.seq_len: 256 -> 128"),
+        (["--tokenizer.vocab_size=100"], "tokenizer.vocab_size: 4096 -> 100"),
+        (["--train.micro_batch_size=2"], "train.micro_batch_size: 8 -> 2"),
+    ]:
+        key = shown.split(":")[0]
+        with pytest.raises(ResumeError, match=re.escape(shown)):
+            check_changes(saved, _cfg(*argv), allowed=[key])
+
+
+def test_resume_needs_a_named_flag_for_other_changes_and_returns_them():
+    from lrnn_lm.training.resume import ResumeError, check_changes
+
+    saved = _cfg()
+    with pytest.raises(
+        ResumeError, match=re.escape("optim.lr: 0.0003 -> 0.001") + r"(.|\n)*--allow_changed=\[optim.lr\]"
+    ):
+        check_changes(saved, _cfg("--optim.lr=1e-3"), allowed=[])
+    assert check_changes(saved, _cfg("--optim.lr=1e-3"), allowed=["optim.lr"]) == {"optim.lr": (3e-4, 1e-3)}
+    free = ["--train.max_steps=5000", "--train.log_every=1", "--checkpoint.every=7", "--logging.progress=false"]
+    assert check_changes(saved, _cfg(*free, "--train.eval_every=3"), allowed=[]) == {}
+
+
+def test_resume_refuses_another_world_size(tmp_path):
+    from lrnn_lm.training.resume import ResumeError, check_resume
+
+    two = fake_checkpoint(tmp_path, 8, "run", world_size=2)
+    (two / ckpt.RUN_CONFIG).write_text(json.dumps(_cfg()))
+    with pytest.raises(ResumeError, match="written by 2 processes and this run has 1"):
+        check_resume(two, _cfg(), world=1, allowed=[])
+
+
+def _refinalize(path, rel, data):
+    """Replace one file of a checkpoint and update its manifest entry, as a consistent (not corrupt) checkpoint."""
+    (path / rel).write_bytes(data)
+    entry = {"size": len(data), "sha256": ckpt._sha256(path / rel)}
+    _rewrite_manifest(path, lambda meta: meta["files"].update({rel: entry}))
+
+
+def test_resume_refuses_a_changed_run_and_lost_random_states_then_records_what_was_allowed(tmp_path):
+    out = tmp_path / "run"
+    r = task_run(out, 2, "--checkpoint.every=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    config_before, final_before = (out / "config.yaml").read_text(), snapshot(out / "final")
+
+    pos = "--model={mixer: deltanet, eigval_range: '[0,1]', hidden_size: 16, num_hidden_layers: 1, num_heads: 2}"
+    r = task_run(out, 3, "--resume=auto", pos, "--optim.lr=1e-2")
+    assert r.returncode == 2 and "model.eigval_range: '[-1,1]' -> '[0,1]'" in r.stderr, r.stderr[-3000:]
+    assert (out / "config.yaml").read_text() == config_before and snapshot(out / "final") == final_before
+
+    _refinalize(out / "checkpoints" / "step-00000002", "random_states_0.pkl", b"not a pickle")
+    r = task_run(out, 3, "--resume=auto")
+    assert r.returncode == 2 and "could not restore the random states" in r.stderr, r.stderr[-3000:]
+
+    r = task_run(out, 3, "--resume=auto", "--optim.lr=1e-2", "--allow_changed=[optim.lr]", "--resume_inexact=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resume = [e for e in events if e.get("event") == "resume"]
+    assert len(resume) == 1 and resume[0]["step"] == 2 and resume[0]["exact"] is False
+    assert resume[0]["changed"] == {"optim.lr": [2e-3, 1e-2]}  # 2e-3: the default config's lr
+    assert [e["step"] for e in events if "loss" in e] == [1, 2, 3]
+
+
+def test_records_logged_after_the_resumed_step_are_dropped(tmp_path):
+    lines = [{"step": 0, "unigram_val_loss": 5.0}] + [{"step": s, "loss": 1.0 / s} for s in range(1, 9)]
+    text = "".join(json.dumps(rec) + "\n" for rec in lines) + '{"step": 9, "lo'  # torn by a SIGKILL mid-write
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert run_dir.trim_metrics(tmp_path, 6) == 3
+    kept = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert kept == [0, 1, 2, 3, 4, 5, 6]
+    assert run_dir.trim_metrics(tmp_path, 0) == 7 and (tmp_path / "metrics.jsonl").read_text() == ""

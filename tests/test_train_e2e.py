@@ -84,6 +84,8 @@ def test_exact_resume_after_sigkill(corpus, tmp_path):
     assert "resumed from" in r.stderr
     expected, got = losses(ref / "metrics.jsonl"), losses(out / "metrics.jsonl")
     assert sorted(got) == list(range(1, steps + 1))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, steps + 1))  # each step once, in order
     assert got == expected  # bit for bit: JSON floats round-trip exactly
 
 

@@ -112,6 +112,10 @@ class RunConfig:
     resume: str = "none"  # "none", "auto" (newest complete checkpoint in out_dir), or a checkpoint path
     # A fresh run refuses a used out_dir; "move" renames the old run to OUT.old-<time>, "delete" deletes it.
     overwrite: Literal["no", "move", "delete"] = "no"
+    # Resume: fields outside the free list (see lrnn_lm/training/resume.py) that may differ from the checkpoint's
+    # run, e.g. [optim.lr]; and whether to go on when the random states cannot be restored (no exact resume).
+    allow_changed: list[str] = field(default_factory=list)
+    resume_inexact: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

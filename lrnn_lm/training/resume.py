@@ -67,3 +67,122 @@ def prepare_out_dir(out: Path, start: Start, accelerator) -> None:
             run_dir.clear_aside(out, start.overwrite)
         run_dir.claim(out, start.run_id)
     accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------- what may change on resume
+# Fields that may change freely on resume: how long to run, how often to log, evaluate and checkpoint, where to
+# log. (A new max_steps also stretches the lr schedule from the resumed step on.)
+SAFE_TO_CHANGE = (
+    "out_dir",
+    "resume",
+    "overwrite",
+    "allow_changed",
+    "resume_inexact",
+    "train.max_steps",
+    "train.max_minutes",
+    "train.eval_every",
+    "train.eval_batches",
+    "train.log_every",
+    "train.threads",
+    "train.max_consecutive_nonfinite",
+    "checkpoint.every",
+    "checkpoint.keep_last",
+    "logging",
+)
+# Fields that are never changed on resume, flag or not: they define the model, the data stream and its position,
+# the tokens, and the optimizer state's shape (its parameter groups follow the model). A changed one is a new run.
+NEVER_CHANGE = (
+    "model",
+    "tokenizer",
+    "data.sources",
+    "data.task",
+    "data.seq_len",
+    "data.reset_state_at_doc_boundary",
+    "data.shuffle_buffer",
+    "train.micro_batch_size",
+    "train.tokens_per_step",
+    "train.seed",
+)
+# Everything else (optim.lr and the other AdamW and schedule settings, train.precision, data.validation) may
+# change only when named in --allow_changed=[key,...]; the change is recorded in metrics.jsonl.
+
+
+class ResumeError(RuntimeError):
+    """The checkpoint cannot continue this run as configured; the message says what differs and what to do."""
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def config_changes(saved: dict, new: dict) -> dict[str, tuple]:
+    """``{dotted key: (saved value, new value)}`` for every field that differs (lists compared whole)."""
+    a, b = _flatten(saved), _flatten(new)
+    missing = "<absent>"
+    return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def check_changes(saved: dict, new: dict, allowed: list[str]) -> dict[str, tuple]:
+    """Refuse a resume whose config differs in a field that may not change; return the allowed changes."""
+    changes = {k: v for k, v in config_changes(saved, new).items() if not _under(k, SAFE_TO_CHANGE)}
+    never = {k: v for k, v in changes.items() if _under(k, NEVER_CHANGE)}
+    unnamed = {k: v for k, v in changes.items() if k not in never and not _under(k, tuple(allowed))}
+
+    def diff(items: dict) -> str:
+        return "\n".join(f"  {k}: {old!r} -> {new_!r}" for k, (old, new_) in items.items())
+
+    if never:
+        raise ResumeError(
+            "the checkpoint's run had a different model, data, tokenizer or batch; resuming would silently "
+            f"train another run on its weights:\n{diff(never)}\nStart a new run (a new --out_dir), or resume with "
+            "the saved values (they are in the checkpoint's run_config.json and in config.yaml)."
+        )
+    if unnamed:
+        keys = ",".join(unnamed)
+        raise ResumeError(
+            f"the config differs from the checkpoint's:\n{diff(unnamed)}\nIf that is intended, name the fields: "
+            f"--allow_changed=[{keys}] (the change is recorded in metrics.jsonl). Fields that may change freely: "
+            f"{', '.join(SAFE_TO_CHANGE)}."
+        )
+    return changes
+
+
+def check_world_size(saved: int, world: int) -> None:
+    if saved != world:
+        raise ResumeError(
+            f"the checkpoint was written by {saved} processes and this run has {world}. Each process saved its own "
+            f"data position (trainer_state_rank*.json), and re-sharding would repeat or skip documents, so resume "
+            f"with {saved} processes."
+        )
+
+
+def random_states_restored(checkpoint: Path, rank: int) -> bool:
+    """Whether ``accelerator.load_state`` really restored this process's random states (it only logs a failure):
+    the current torch and Python generator states must equal the saved ones."""
+    import random
+
+    import torch
+
+    try:
+        saved = torch.load(checkpoint / f"random_states_{rank}.pkl", weights_only=False)
+        torch_ok = torch.equal(torch.get_rng_state(), saved["torch_manual_seed"])
+        return bool(torch_ok and random.getstate() == saved["random_state"])
+    except Exception:  # unreadable, unpicklable or missing states all mean the same: no exact resume
+        return False
+
+
+def check_resume(checkpoint: Path, cfg_dict: dict, world: int, allowed: list[str]) -> dict[str, tuple]:
+    """All checks a verified checkpoint must pass before it continues this run; returns the allowed changes."""
+    check_world_size(ckpt.read_manifest(checkpoint)["world_size"], world)
+    return check_changes(ckpt.load_json(checkpoint, ckpt.RUN_CONFIG), cfg_dict, allowed)
