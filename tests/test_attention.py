@@ -9,6 +9,7 @@ from lrnn_lm import LRNNConfig, LRNNForCausalLM, param_groups
 from lrnn_lm.analysis.probes import ProbeSettings, run_linear_probe
 from lrnn_lm.analysis.spectrum import collect_spectrum
 from lrnn_lm.kernels.testing import rel_rmse
+from lrnn_lm.layers import attention
 from lrnn_lm.tasks import get_task
 from lrnn_lm.tasks.tokenizer import task_tokenizer
 
@@ -32,9 +33,12 @@ def left_pad(prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
+@pytest.mark.parametrize("span", [2048, 8])
 @pytest.mark.parametrize("kind", list(MODELS))
-def test_packed_equals_separate(kind):
-    """Block-diagonal causal attention: no token sees another sequence; RoPE positions restart per sequence."""
+def test_packed_equals_separate(kind, span, monkeypatch):
+    """Block-diagonal causal attention: no token sees another sequence; RoPE positions restart per sequence.
+    With a span of 8 tokens the packed row is attended in spans [0, 7), [7, 9), [9, 20), [20, 21)."""
+    monkeypatch.setattr(attention, "PACKED_SPAN", span)
     model = model_for(kind)
     seqs = [torch.randint(0, 61, (1, n)) for n in (7, 2, 11, 1)]
     cu = torch.tensor([0, 7, 9, 20, 21])
@@ -113,16 +117,14 @@ def test_gqa_shapes_and_equivalence_to_repeated_heads():
 
 def reference_attention(mixer, x: torch.Tensor, window: int | None) -> torch.Tensor:
     """Softmax attention written out with an explicit [T, T] score matrix, for one unpadded sequence."""
-    from lrnn_lm.layers.attention import rope_cos_sin, rotate_half
-
     B, T, _ = x.shape
     H, Hkv, D = mixer.num_heads, mixer.num_kv_heads, mixer.head_dim
     q = mixer.q_proj(x).view(B, T, H, D)
     k = mixer.k_proj(x).view(B, T, Hkv, D).repeat_interleave(H // Hkv, dim=2)
     v = mixer.v_proj(x).view(B, T, Hkv, D).repeat_interleave(H // Hkv, dim=2)
-    cos, sin = rope_cos_sin(torch.arange(T)[None], D, mixer.config.rope_theta, x.dtype)
+    cos, sin = attention.rope_cos_sin(torch.arange(T)[None], D, mixer.config.rope_theta, x.dtype)
     cos, sin = cos[:, :, None], sin[:, :, None]
-    q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    q, k = q * cos + attention.rotate_half(q) * sin, k * cos + attention.rotate_half(k) * sin
     scores = torch.einsum("bthd,bshd->bhts", q, k) / D**0.5
     i, j = torch.arange(T)[:, None], torch.arange(T)[None]
     allowed = (j <= i) & ((i - j < window) if window else True)
@@ -159,6 +161,12 @@ def test_sliding_window_prefill_plus_decode(prefill, chunk):
     with torch.no_grad():
         full = model(ids, use_cache=False).logits
     assert rel_rmse(stepwise_logits(model, ids, prefill, chunk), full) <= TOL
+
+
+def test_packed_spans_group_whole_sequences():
+    spans = attention.packed_spans(torch.tensor([0, 3000, 3100, 5000, 8000]), span=2048)
+    assert [(a, b) for a, b, _ in spans] == [(0, 3000), (3000, 5000), (5000, 8000)]
+    assert spans[0][2] is None and spans[1][2].tolist() == [0, 100, 2000] and spans[2][2] is None
 
 
 def test_mask_covering_only_new_tokens_is_refused():

@@ -40,6 +40,27 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: to
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+#: Packed sequences are attended in spans of whole sequences of about this many tokens, each with its own
+#: block-diagonal mask: the cost grows as ``total * span`` instead of ``total^2`` for a whole packed batch
+#: (train.py packs micro-batch x seq_len tokens into one row).
+PACKED_SPAN = 2048
+
+
+def packed_spans(cu_seqlens: torch.Tensor, span: int = PACKED_SPAN) -> list[tuple[int, int, torch.Tensor | None]]:
+    """Consecutive packed sequences grouped into ``(start, end, local cu_seqlens)`` spans of at most ``span``
+    tokens (or one longer sequence); the local offsets are None for a span of one sequence (plain causal)."""
+    cu = cu_seqlens.tolist()
+    spans, start, bounds = [], cu[0], [cu[0]]
+    for end in cu[1:]:
+        if end - start > span and bounds[-1] > start:
+            spans.append((start, bounds[-1], bounds))
+            start, bounds = bounds[-1], [bounds[-1]]
+        bounds.append(end)
+    if bounds[-1] > start:
+        spans.append((start, bounds[-1], bounds))
+    return [(a, b, torch.tensor(bs, device=cu_seqlens.device) - a if len(bs) > 2 else None) for a, b, bs in spans]
+
+
 @register_mixer("attention")
 class AttentionMixer(Mixer):
     """Multi-head causal attention with ``num_key_value_heads`` shared key/value heads (GQA) and RoPE."""
@@ -128,16 +149,26 @@ class AttentionMixer(Mixer):
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
 
-        allowed = self.allowed(T, k.shape[2], attention_mask, cu_seqlens, hidden.device)
-        o = F.scaled_dot_product_attention(
+        if cu_seqlens is None:
+            o = self.attend(q, k, v, self.allowed(T, k.shape[2], attention_mask, None, hidden.device))
+        else:
+            outputs = []
+            for a, b, local_cu in packed_spans(cu_seqlens, PACKED_SPAN):
+                span_mask = attention_mask[:, a:b] if attention_mask is not None else None
+                allowed = self.allowed(b - a, b - a, span_mask, local_cu, hidden.device)
+                outputs.append(self.attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], allowed))
+            o = torch.cat(outputs, dim=2)
+        return self.o_proj(o.transpose(1, 2).reshape(batch, T, -1))
+
+    def attend(self, q, k, v, allowed: torch.Tensor | None) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=allowed,
-            is_causal=allowed is None and T > 1,
+            is_causal=allowed is None and q.shape[2] > 1,
             enable_gqa=self.num_kv_heads != self.num_heads,
         )
-        return self.o_proj(o.transpose(1, 2).reshape(batch, T, -1))
 
     @staticmethod
     def positions(batch, T, past, attention_mask, cu_seqlens, position_ids, device) -> torch.Tensor:
