@@ -1,0 +1,54 @@
+"""CPU rehearsal of benchmarks/gpu_gated_delta.py: its check and timing functions run end to end at tiny shapes
+with the chunk backend and a fake timer, so the GPU run is not the first time they execute."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+TINY = {"batch": 2, "T": 70, "H": 2, "K": 9, "V": 11}
+CASES = ("unsigned", "signed", "edges", "varlen", "delta_product")
+
+
+def _load():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_gated_delta.py"
+    spec = importlib.util.spec_from_file_location("gpu_gated_delta", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_runs_on_cpu_and_chunk_is_exact():
+    result = _load().check_gated_delta(torch.device("cpu"), torch.float32, backend="chunk", shape=TINY)
+    assert result["ok"], result
+    for case in CASES:
+        errs = result[case]["rel_rmse"]
+        expected = {"out", "final_state", "d_q", "d_k", "d_v", "d_beta", "d_initial_state", "alpha_d_alpha"}
+        assert set(errs) == expected, (case, errs)
+        assert max(errs.values()) < 1e-5 and result[case]["raw_d_alpha"] < 1e-5, (case, result[case])
+    # The chunk backend is exact at zero gates, gradients included; the check still reports them.
+    assert result["edges"]["d_alpha_at_zero_gates"]["count"] > 0
+    assert result["edges"]["d_alpha_at_zero_gates"]["finite"]
+
+
+def test_check_bf16_inputs_on_cpu():
+    result = _load().check_gated_delta("cpu", torch.bfloat16, backend="chunk", shape=dict(TINY, T=20))
+    assert result["ok"], result
+
+
+def test_time_runs_on_cpu_with_a_fake_timer():
+    calls = []
+
+    def fake_timer(fn):
+        fn()
+        calls.append(fn)
+        return 0.5 if len(calls) % 2 else 0.25
+
+    result = _load().time_gated_delta("cpu", fake_timer, backend="chunk", shape=TINY, dtype=torch.float32)
+    assert len(calls) == 4  # ours signed and unsigned, gated delta rule and DeltaProduct; fla skipped on CPU
+    assert result["seconds"]["gated_delta_rule/fla_direct/unsigned"].startswith("skipped")
+    assert set(result["ratios"]) == {
+        f"{op}/signed_over_unsigned (want <= 1.05)" for op in ("gated_delta_rule", "delta_product")
+    }
