@@ -64,3 +64,45 @@ def test_cu_seqlens_validation():
         delta_rule(q, k, v, beta, cu_seqlens=torch.tensor([0, 3, 5]))
     with pytest.raises(ValueError, match="2 rows but cu_seqlens holds 3"):
         delta_rule(q, k, v, beta, cu_seqlens=torch.tensor([0, 2, 3, 6]), initial_state=torch.zeros(2, 2, 4, 3))
+
+
+@pytest.mark.parametrize("op,args", [(selective_scan, scan_args), (delta_rule, delta_args)])
+def test_integer_tensors_are_refused(op, args):
+    tensors = args()
+    tensors[0] = tensors[0].detach().round().long()
+    with pytest.raises(ValueError, match="must be a floating-point tensor, got torch.int64"):
+        op(*tensors)
+
+
+@pytest.mark.parametrize("op,args", [(selective_scan, scan_args), (delta_rule, delta_args)])
+def test_non_finite_inputs_are_refused_on_cpu(op, args):
+    tensors = [t.detach().clone() for t in args()]
+    tensors[0][0, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite values"):
+        op(*tensors)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 2.5])
+def test_beta_outside_zero_two_is_refused(bad):
+    q, k, v, beta = (t.detach().clone() for t in delta_args())
+    beta[0, 2, 1] = bad
+    with pytest.raises(ValueError, match=r"beta must lie in \[0, 2\]"):
+        delta_rule(q, k, v, beta)
+
+
+def test_value_checks_are_opt_in_on_cuda(monkeypatch):
+    from lrnn_lm.kernels import checks
+
+    monkeypatch.delenv("LRNN_KERNEL_CHECKS", raising=False)
+    assert checks.value_checks_enabled(torch.device("cpu"))
+    assert not checks.value_checks_enabled(torch.device("cuda"))  # no host sync on the fast path
+    monkeypatch.setenv("LRNN_KERNEL_CHECKS", "1")
+    assert checks.value_checks_enabled(torch.device("cuda"))
+
+
+def test_every_op_has_a_naive_reference_and_a_public_function():
+    import lrnn_lm.kernels as kernels
+
+    for op in kernels.ops():
+        assert "naive" in kernels.backends_of(op), op
+        assert callable(getattr(kernels, op)), f"lrnn_lm.kernels.{op} is not exported"
