@@ -361,3 +361,105 @@ def test_records_logged_after_the_resumed_step_are_dropped(tmp_path):
     kept = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert kept == [0, 1, 2, 3, 4, 5, 6]
     assert run_dir.trim_metrics(tmp_path, 0) == 7 and (tmp_path / "metrics.jsonl").read_text() == ""
+
+
+# ----------------------------------------------------------------------------- 6. bad data
+
+
+class RecordingCharTokenizer:
+    """One token per character (id 0 is EOS), remembering the longest text it was given."""
+
+    eos_token_id = 0
+
+    def __init__(self):
+        self.longest = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        self.longest = max(self.longest, len(text))
+        return {"input_ids": [1 + (ord(c) % 50) for c in text]}
+
+
+def _packer(path, seq_len=64, tokenizer=None):
+    from lrnn_lm.training.config import SourceConfig
+    from lrnn_lm.training.data import TextPacker, build_text_dataset
+
+    ds = build_text_dataset([SourceConfig(path=str(path))], 0, 1, 0, 0)
+    return TextPacker(ds, tokenizer or RecordingCharTokenizer(), seq_len, name=str(path))
+
+
+@pytest.mark.parametrize("name", ["empty.jsonl", "empty.txt"])
+def test_an_empty_file_is_a_data_error_naming_it(tmp_path, name):
+    from lrnn_lm.training.config import SourceConfig
+    from lrnn_lm.training.data import DataError, load_source
+
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataError, match=f"{tmp_path / name}: the file is empty"):
+        load_source(SourceConfig(path=str(tmp_path / name)))
+
+
+def test_a_blank_txt_source_is_named_in_its_error(tmp_path):
+    from lrnn_lm.training.data import DataError
+
+    (tmp_path / "blank.txt").write_text("  \n\n \n")
+    with pytest.raises(DataError, match=f"{tmp_path / 'blank.txt'}' holds no usable document"):
+        _packer(tmp_path / "blank.txt").next_row()
+
+
+def test_a_long_one_line_document_streams_with_a_small_state(tmp_path):
+    """A 3 MB single-line document: tokenized in pieces, packed as one segment per row (no state reset inside
+    the document), with a saved position of a few hundred bytes that resumes exactly."""
+    import random
+    import tracemalloc
+
+    rng = random.Random(0)
+    words = ["state", "tracking", "parity", "negative", "eigenvalue", "delta", "rule", "mamba", "gate", "x"]
+    text = " ".join(rng.choice(words) for _ in range(500_000))[: 3 * 2**20]
+    (tmp_path / "long.txt").write_text(text)
+    tok = RecordingCharTokenizer()
+    p = _packer(tmp_path / "long.txt", tokenizer=tok)
+    tracemalloc.start()
+    rows = [p.next_row() for _ in range(200)]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert tok.longest <= p.chunk_chars < len(text) // 100
+    assert all(r.segments == [64] for r in rows)
+    assert [t for r in rows for t in r.tokens] == tok(text[: 200 * 64])["input_ids"]  # no character lost at cuts
+    assert peak < 3 * len(text), peak  # the document itself is held once; its tokens never all at once
+    state = json.dumps(p.state_dict())
+    assert len(state) < 4096, len(state)
+    expected = [p.next_row().tokens for _ in range(300)]  # crosses into the next piece
+    q = _packer(tmp_path / "long.txt")
+    q.load_state_dict(json.loads(state))
+    assert [q.next_row().tokens for _ in range(300)] == expected
+
+
+# ----------------------------------------------------------------------------- 6. bad config
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model.hiden_size=64"], "unknown key 'model.hiden_size'.*did you mean 'model.hidden_size'"),
+        (["--model.eigval_ranges=[0,1]"], "unknown key 'model.eigval_ranges'.*did you mean 'model.eigval_range'"),
+        (["--train.tokens_per_step=0"], "train.tokens_per_step"),
+        (["--train.threads=-1"], "train.threads"),
+        (["--optim.eps=-1e-8"], "optim.eps"),
+        (["--data.shuffle_buffer=-1"], "data.shuffle_buffer"),
+        (["--train.max_minutes=-1"], "train.max_minutes"),
+    ],
+)
+def test_bad_model_keys_and_values_name_the_field(argv, message):
+    from lrnn_lm.training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(argv)
+
+
+@pytest.mark.parametrize("typed,expected", [("[0,1]", "[0,1]"), ("[-1,1]", "[-1,1]"), ("'[-1,1]'", "[-1,1]")])
+def test_the_eigenvalue_range_as_typed_on_the_command_line_is_accepted(typed, expected):
+    from lrnn_lm import LRNNConfig
+    from lrnn_lm.training.config import load_config
+
+    model = load_config([f"--model.eigval_range={typed}", "--model.mixer=deltanet"]).model
+    assert model["eigval_range"] == expected
+    assert LRNNConfig(**model).eigval_range == expected

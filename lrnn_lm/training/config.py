@@ -261,10 +261,18 @@ def validate(cfg: RunConfig) -> None:
         ("optim.warmup_steps", cfg.optim.warmup_steps >= 0),
         ("optim.betas", len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas)),
         ("optim.grad_clip", cfg.optim.grad_clip >= 0),
+        ("optim.eps", cfg.optim.eps >= 0),
+        ("data.shuffle_buffer", cfg.data.shuffle_buffer >= 0),
+        ("train.eval_batches", cfg.train.eval_batches >= 0),
+        ("train.tokens_per_step", cfg.train.tokens_per_step is None or cfg.train.tokens_per_step > 0),
+        ("train.threads", cfg.train.threads is None or cfg.train.threads >= 1),
+        ("train.max_minutes", cfg.train.max_minutes is None or cfg.train.max_minutes > 0),
     ]
     for key, ok in checks:
         if not ok:
             raise ConfigError(f"{key}: invalid value {_lookup(cfg, key)!r}")
+    if isinstance(cfg.model, dict):
+        cfg.model = check_model_keys(cfg.model)
     for i, src in enumerate(cfg.data.sources + cfg.data.validation):
         if not src.path:
             raise ConfigError(f"data.sources[{i}].path: must name a dataset or files")
@@ -281,6 +289,26 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"overwrite: --overwrite={cfg.overwrite} starts a fresh run; it cannot go with --resume")
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ConfigError(f"resume: checkpoint not found: {cfg.resume}")
+
+
+def check_model_keys(model: dict) -> dict:
+    """Refuse model keys that ``LRNNConfig`` does not have (naming the nearest one), and read the eigenvalue range
+    typed on the command line, ``--model.eigval_range=[0,1]``, which YAML parses as the list ``[0, 1]``, as the
+    range ``"[0,1]"``."""
+    import difflib
+
+    from lrnn_lm import LRNNConfig
+
+    valid = sorted(LRNNConfig().to_dict())  # asked at call time: the mixers own their fields
+    for key in model:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean 'model.{near[0]}'?" if near else f"valid keys: {valid}"
+            raise ConfigError(f"unknown key 'model.{key}': LRNNConfig has no such field; {hint}")
+    rng = model.get("eigval_range")
+    if isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, (int, float)) for x in rng):
+        model = {**model, "eigval_range": "[{:g},{:g}]".format(*rng)}
+    return model
 
 
 def _lookup(cfg: Any, dotted: str) -> Any:

@@ -54,8 +54,14 @@ def load_source(src: SourceConfig):
         if len(exts) != 1 or next(iter(exts)) not in LOCAL_BUILDERS:
             raise DataError(f"data source {src.path!r}: files must all be one of {sorted(LOCAL_BUILDERS)}, got {exts}")
         builder = LOCAL_BUILDERS[exts.pop()]
+        empty = [f for f in files if os.path.getsize(f) == 0]
+        if empty:
+            raise DataError(f"data source {empty[0]}: the file is empty")
         kwargs = {"sample_by": src.txt_sample_by, "encoding_errors": "replace"} if builder == "text" else {}
-        ds = load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
+        try:
+            ds = load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
+        except (StopIteration, ValueError) as e:  # datasets' json reader meets no row it can read
+            raise DataError(f"data source {src.path!r}: {builder} files could not be read: {e!r}") from e
     else:
         try:
             ds = load_dataset(src.path, src.name, split=src.split, streaming=True)
@@ -118,7 +124,11 @@ class Row:
 class TextPacker:
     """Documents -> tokens (+ EOS) -> rows of ``seq_len`` tokens, with resumable position.
 
-    A document longer than the space left in a row continues at the start of the next row.
+    A document longer than the space left in a row continues at the start of the next row. A long document is
+    tokenized in pieces of about ``chunk_chars`` characters (cut before a whitespace, where byte-level BPE
+    pre-tokenization starts a new word anyway), so the tokens in memory and in the saved state stay bounded
+    by the piece size, whatever the document's length. The saved position of a document in progress is the
+    dataset's state before it plus the character offset of the current piece and the tokens left of it.
     """
 
     dataset: object
@@ -126,34 +136,47 @@ class TextPacker:
     seq_len: int
     stats: DataStats = field(default_factory=DataStats)
     epoch: int = 0
-    pending: list[int] = field(default_factory=list)  # tokens of the current document not yet packed
+    pending: list[int] = field(default_factory=list)  # tokens of the current piece not yet packed
     name: str = "training data"  # for error messages
+    chunk_chars: int = 0  # 0: max(4096, 16 * seq_len)
 
     def __post_init__(self) -> None:
         self._docs: Iterator | None = None
+        self.chunk_chars = self.chunk_chars or max(4096, 16 * self.seq_len)
+        self._doc: str | None = None  # the document being packed, while it has tokens left
+        self._doc_state: dict | None = None  # the dataset's state before that document was read
+        self._piece = (0, 0)  # character span of the piece whose tokens are in ``pending``
+        self._doc_tokens = 0  # tokens of the document so far
 
     def state_dict(self) -> dict:
-        return {
-            "dataset": self.dataset.state_dict(),
-            "epoch": self.epoch,
-            "pending": list(self.pending),
-            "stats": self.stats.as_dict(),
-        }
+        state = {"epoch": self.epoch, "stats": self.stats.as_dict()}
+        if self._doc is None:
+            return {**state, "dataset": self.dataset.state_dict(), "doc": None}
+        doc = {"piece": list(self._piece), "left": len(self.pending), "tokens": self._doc_tokens}
+        return {**state, "dataset": self._doc_state, "doc": doc}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = state["epoch"]
-        self.pending = list(state["pending"])
         self.stats = DataStats(**state["stats"])
         self.dataset.set_epoch(self.epoch)
         self.dataset.load_state_dict(state["dataset"])
-        self._docs = None
+        self._docs, self._doc, self.pending = None, None, []
+        if state["doc"] is not None:  # read the document in progress again and cut the same piece
+            text, self._doc_state = self._read_doc()
+            self._doc, self._doc_tokens = text, state["doc"]["tokens"]
+            start, end = state["doc"]["piece"]
+            self._piece = (start, end)
+            piece = self._tokenize_piece(start, end)
+            self.pending = piece[len(piece) - state["doc"]["left"] :]
 
-    def _next_doc_tokens(self) -> list[int]:
+    def _read_doc(self) -> tuple[str, dict]:
+        """The next usable document and the dataset's state just before it."""
         empty_epoch = True
         while True:
             if self._docs is None:
                 self.dataset.set_epoch(self.epoch)
                 self._docs = iter(self.dataset)
+            before = self.dataset.state_dict()
             try:
                 text = next(self._docs)["text"]
             except UnicodeDecodeError as e:
@@ -163,7 +186,7 @@ class TextPacker:
                 ) from e
             except StopIteration:
                 if empty_epoch and self.stats.docs == 0:
-                    raise DataError("the training data holds no usable document") from None
+                    raise DataError(f"data source {self.name!r} holds no usable document") from None
                 self.epoch += 1
                 self.stats.epochs_completed += 1
                 self._docs = None
@@ -176,24 +199,53 @@ class TextPacker:
                 # Files are decoded with errors="replace"; a document with undecodable bytes is skipped.
                 self.stats.skipped_invalid_utf8 += 1
                 continue
-            empty_epoch = False
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            return text, before
+
+    def _piece_end(self, start: int) -> int:
+        text, limit = self._doc, start + self.chunk_chars
+        if len(text) <= limit:
+            return len(text)
+        cut = max(text.rfind(c, start + self.chunk_chars // 2, limit) for c in " \n\t")
+        return cut if cut > start else limit
+
+    def _tokenize_piece(self, start: int, end: int) -> list[int]:
+        ids = self.tokenizer(self._doc[start:end], add_special_tokens=False)["input_ids"]
+        return ids + [self.tokenizer.eos_token_id] if end == len(self._doc) else ids
+
+    def _next_piece(self) -> bool:
+        """Fill ``pending`` with the next piece: of the current document, or the first of the next one.
+
+        Returns whether the piece continues the current document."""
+        continues = self._doc is not None
+        if self._doc is None:
+            self._doc, self._doc_state = self._read_doc()
+            self._piece, self._doc_tokens = (0, 0), 0
             self.stats.docs += 1
-            self.stats.tokens += len(ids)
-            if len(ids) > self.seq_len:
-                self.stats.split_long_docs += 1
-            return ids
+        start = self._piece[1]
+        end = self._piece_end(start)
+        self._piece = (start, end)
+        self.pending = self._tokenize_piece(start, end)
+        before = self._doc_tokens
+        self._doc_tokens += len(self.pending)
+        self.stats.tokens += len(self.pending)
+        if before <= self.seq_len < self._doc_tokens:
+            self.stats.split_long_docs += 1
+        return continues
 
     def next_row(self) -> Row:
         tokens: list[int] = []
         segments: list[int] = []
         while len(tokens) < self.seq_len:
-            if not self.pending:
-                self.pending = self._next_doc_tokens()
+            same_doc = self._next_piece() if not self.pending else True
             take = self.pending[: self.seq_len - len(tokens)]
             self.pending = self.pending[len(take) :]
+            if not self.pending and self._piece[1] == len(self._doc):
+                self._doc = None  # the document is done: the position is the dataset's own again
+            if segments and same_doc:
+                segments[-1] += len(take)  # the next piece of the same document: one segment, no state reset
+            else:
+                segments.append(len(take))
             tokens.extend(take)
-            segments.append(len(take))
         return Row(tokens, segments)
 
 
