@@ -4,8 +4,10 @@ with the chunk backend and a fake timer, so the GPU run is not the first time th
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
+import pytest
 import torch
 
 TINY = {"batch": 2, "T": 70, "H": 2, "K": 9, "V": 11}
@@ -52,3 +54,15 @@ def test_time_runs_on_cpu_with_a_fake_timer():
     assert set(result["ratios"]) == {
         f"{op}/signed_over_unsigned (want <= 1.05)" for op in ("gated_delta_rule", "delta_product")
     }
+
+
+@pytest.mark.triton_interpret
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 before triton import")
+@pytest.mark.usefixtures("triton_interpreter_shims")
+def test_check_runs_the_triton_path_under_the_interpreter():
+    """The GPU script's triton path (fla's kernels, fp16) end to end at a tiny shape on CPU."""
+    pytest.importorskip("fla")
+    shape = {"batch": 2, "T": 70, "H": 2, "K": 32, "V": 16}
+    result = _load().check_gated_delta(torch.device("cpu"), torch.float16, backend="triton", shape=shape)
+    assert result["ok"], result
+    assert result["edges"]["d_alpha_at_zero_gates"]["max_abs"] == 0.0  # the wrapper's floor: 0 at exact zeros
