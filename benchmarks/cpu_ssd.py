@@ -5,7 +5,7 @@
 
 All timings come from one run, alternating between the functions so that drift hits them alike, and are the best
 of ``--repeats`` (the naive token loop, far slower, runs ``--naive-repeats`` times). Every case computes
-``y`` (and nothing else) from fp32 leaves that require grad and backpropagates ``y.sum()``.
+``y`` (and nothing else) from fp32 leaves that require grad and backpropagates a fixed dense random ``dL/dy``.
 
 The peer is fla's pure-PyTorch chunked simple GLA (``fla.ops.simple_gla.naive.naive_chunk_simple_gla``), the
 same recurrence with ``q = C`` and ``k = B`` expanded to H heads, ``v = dt x``, ``g = dt A``, ``scale = 1``; it has
@@ -55,10 +55,18 @@ def make_inputs(batch: int, T: int, H: int, P: int, N: int, G: int, seed: int = 
     return {k: v.requires_grad_() for k, v in t.items()}
 
 
+def _cotangent(like: torch.Tensor) -> torch.Tensor:
+    # A dense random gradient of y, as from a real loss: y.sum() would hand the backward a stride-0 tensor, which
+    # sends CPU batched matmuls down a slow per-matrix path and distorts the comparison.
+    return torch.randn(like.shape, generator=torch.Generator().manual_seed(1))
+
+
 def ssd_case(inputs: dict[str, torch.Tensor], backend: str, negative: bool) -> Callable[[], None]:
+    dy = _cotangent(inputs["x"])
+
     def run() -> None:
         y, _ = ssd(**inputs, negative_eigvals=negative, backend=backend)
-        y.sum().backward()
+        y.backward(dy)
 
     return run
 
@@ -69,11 +77,13 @@ def fla_case(inputs: dict[str, torch.Tensor]) -> Callable[[], None]:
     x, dt, A, B, C, D = (inputs[k] for k in ("x", "dt", "A", "B", "C", "D"))
     H = x.shape[2]
 
+    dy = _cotangent(x)
+
     def run() -> None:
         q, k = (t.repeat_interleave(H // t.shape[2], dim=2) for t in (C, B))
         o, _ = naive_chunk_simple_gla(q, k, dt[..., None] * x, dt * A, chunk_size=64, scale=1.0)
         y = o + D[:, None] * x
-        y.sum().backward()
+        y.backward(dy)
 
     return run
 
