@@ -48,8 +48,9 @@ def ssd(
     through the token loop, exact everywhere. The chunked backends work with ``log|a|`` and are exact wherever
     ``a != 0``. Where the signed gate is exactly 0 they take the gradient through that gate,
     ``dL/da_t = <dL/dh_t, h_{t-1}>``, as 0 (finite; ``dt_t`` and ``A`` then miss that one term); the unsigned gate
-    is 0 only where ``exp(dt A)`` underflows, where ``da/d(dt) = A a = 0`` anyway. ``triton`` also floors
-    ``log|a|`` (see :mod:`lrnn_lm.kernels.ssd.triton`).
+    is 0 only where ``exp(dt A)`` underflows, where ``da/d(dt) = A a = 0`` anyway. ``chunk`` flushes decays below
+    ``e^-60`` to 0; ``triton`` floors ``log|a|`` at -30, and its signed-gate dt and A gradients carry fla's absolute
+    error divided by ``|a|`` (see :mod:`lrnn_lm.kernels.ssd.triton`).
 
     Returns:
         ``(y [batch, T, H, P] in x.dtype, final_state [batch, H, P, N] fp32 or None)``.

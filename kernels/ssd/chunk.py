@@ -12,6 +12,9 @@ Decays are products of gates, taken in log space as ``exp`` of sums of ``log|a|`
 gates go through the running-sign identity (:mod:`.gates`): the kernel decays by ``|a|`` and multiplies ``dt`` and
 the output by the running sign ``P_t``.
 
+Decays below ``e^-60`` are flushed to exactly 0 (:data:`LOG_DECAY_FLUSH`): a relative change far below fp32
+resolution that keeps subnormal floats out of the CPU matmuls.
+
 ``C B^T`` is formed once per group and shared by the ``H / G`` heads that read it. Autograd handles the backward;
 memory is O(batch * H * T * C).
 """
