@@ -1,6 +1,6 @@
 """One-GPU check of the SSD op's Triton backend: correctness against naive at a real shape, and fwd+bwd timings.
 
-    python benchmarks/gpu_ssd.py [--out gpu_ssd.json] [--dtypes bf16,fp16] [--repeats 20]
+    python benchmarks/gpu_ssd.py [--out gpu_ssd.json] [--dtypes bf16,fp16,fp32] [--repeats 20]
 
 - :func:`check_ssd` (per dtype): ``backend`` (triton) vs the naive token loop (fp32 on the same rounded inputs) at
   batch 2, T 2048, H 8, P 64, N 64, G 1: output, final state and the gradients of x, dt, A, B, C, D and the initial
@@ -121,10 +121,13 @@ def time_ssd(device, timer: Callable[[Callable[[], None]], float], *, backend: s
     inputs = make_inputs(shape, gate="random", negative=True, dtype=dtype, device=device)
     inputs = {k: v for k, v in inputs.items() if k != "initial_state"}
 
+    # A dense cotangent, as from a real loss (y.sum() would hand the backward a stride-0 gradient).
+    dy = torch.randn(inputs["x"].shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+
     def ours(negative: bool) -> Callable[[], None]:
         def run() -> None:
             y, _ = ssd(*[inputs[n] for n in POS], D=inputs["D"], negative_eigvals=negative, backend=backend)
-            y.float().sum().backward()
+            y.backward(dy)
 
         return run
 
@@ -140,7 +143,7 @@ def time_ssd(device, timer: Callable[[Callable[[], None]], float], *, backend: s
     def peer() -> None:
         x, dt, A, B, C, D = (inputs[k] for k in ("x", "dt", "A", "B", "C", "D"))
         y = mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=64, D=D)
-        y.float().sum().backward()
+        y.backward(dy)
 
     secs["mamba_ssm/unsigned"] = timer(peer)
     out["ours_unsigned_time_over_mamba_ssm"] = secs["ssd/unsigned"] / secs["mamba_ssm/unsigned"]
@@ -171,7 +174,8 @@ def cuda_timer(repeats: int = 20, warmup: int = 3) -> Callable[[Callable[[], Non
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="gpu_ssd.json")
-    p.add_argument("--dtypes", default="bf16,fp16", help=f"comma-separated, of {sorted(DTYPES)}")
+    # fp32 shows whether fla's fp32 matmuls run in TF32 on this GPU (errors ~1e-3 rather than ~1e-6).
+    p.add_argument("--dtypes", default="bf16,fp16,fp32", help=f"comma-separated, of {sorted(DTYPES)}")
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args()
     if not torch.cuda.is_available():
