@@ -169,6 +169,27 @@ def test_packed_spans_group_whole_sequences():
     assert spans[0][2] is None and spans[1][2].tolist() == [0, 100, 2000] and spans[2][2] is None
 
 
+def test_windowed_cache_layer_decodes_exactly(monkeypatch):
+    """The mixer also works with transformers' windowed cache layer (which keeps only the last window - 1 keys),
+    should LRNNConfig.layer_types ever give it "sliding_attention": decode and left-padded generate stay exact."""
+    monkeypatch.setattr(attention.AttentionMixer, "cache_layer_type", "sliding_attention")
+    model = tiny_model(mixer=["deltanet", "attention"], sliding_window=4)
+    ids = torch.randint(0, 61, (2, 17))
+    with torch.no_grad():
+        full = model(ids, use_cache=False).logits
+        assert type(model(ids[:, :3]).cache.layers[1]).__name__ == "DynamicSlidingWindowLayer"
+    for prefill, chunk in [(1, 1), (5, 3), (9, 1)]:
+        assert rel_rmse(stepwise_logits(model, ids, prefill, chunk), full) <= TOL
+    model.generation_config.pad_token_id = 0
+    prompts = [torch.randint(1, 61, (1, n)) for n in (3, 9)]
+    padded, mask = left_pad(prompts)
+    with torch.no_grad():
+        batched = model.generate(padded, attention_mask=mask, max_new_tokens=8, do_sample=False)
+        for row, p in enumerate(prompts):
+            single = model.generate(p, max_new_tokens=8, do_sample=False)
+            assert torch.equal(batched[row, padded.shape[1] :], single[0, p.shape[1] :])
+
+
 def test_mask_covering_only_new_tokens_is_refused():
     model = model_for("attention")
     ids = torch.randint(1, 61, (1, 6))

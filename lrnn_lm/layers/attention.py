@@ -73,8 +73,9 @@ class AttentionMixer(Mixer):
         "sliding_window": None,
         "attention_bias": False,
     }
-    # A full key/value cache also for a sliding window (the window is applied by the mask): the cache layer type
-    # is fixed per mixer class by LRNNConfig.layer_types, so a windowed cache layer cannot be chosen per config.
+    # A full key/value cache also for a sliding window (the window is applied by the mask): LRNNConfig.layer_types
+    # takes the cache layer type per mixer class, not per config. The mixer also runs exactly on transformers'
+    # windowed layer ("sliding_attention", the last window - 1 keys; tests/test_attention.py patches it in).
     cache_layer_type = "full_attention"
     eigenvalues_are = None
     #: Ask LRNNBlock for the full ``attention_mask`` (past + current tokens) and ``position_ids``.
@@ -203,5 +204,5 @@ class AttentionMixer(Mixer):
         if attention_mask is not None:
             # Padded keys are hidden; a padded query still sees itself, so no row is empty (an all-masked row
             # is 0/0 in some SDPA kernels, and its gradient NaN).
-            allowed = (allowed & attention_mask.bool()[:, None, None, :]) | (i == j)
+            allowed = (allowed & attention_mask[:, -S:].bool()[:, None, None, :]) | (i == j)
         return allowed
