@@ -84,10 +84,11 @@ def ssd_triton(
         cu_seqlens=cu,
     )
     y = o.float()
-    if sign is not None:
-        y = y * sign[..., None]
-    if D is not None:
-        y = y + (D.float() if D.dim() == 2 else D.float()[:, None]) * x.float()
+    skip = None if D is None else (D.float() if D.dim() == 2 else D.float()[:, None]) * x.float()
+    if sign is not None:  # one fused multiply-add with the skip term
+        y = y * sign[..., None] if skip is None else torch.addcmul(skip, y, sign[..., None])
+    elif skip is not None:
+        y = y + skip
     if output_final_state:
         state = state.float().transpose(-1, -2)
         if sign is not None:
