@@ -70,6 +70,10 @@ class OptimConfig:
     warmup_steps: int = 100
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
 
+    def schedule_args(self) -> dict:
+        """The keyword arguments of :func:`lrnn_lm.training.schedule.lr_at` this section sets."""
+        return {"lr": self.lr, "min_lr": self.min_lr, "warmup_steps": self.warmup_steps, "schedule": self.schedule}
+
 
 @dataclass
 class TrainConfig:

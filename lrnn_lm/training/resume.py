@@ -186,3 +186,31 @@ def check_resume(checkpoint: Path, cfg_dict: dict, world: int, allowed: list[str
     """All checks a verified checkpoint must pass before it continues this run; returns the allowed changes."""
     check_world_size(ckpt.read_manifest(checkpoint)["world_size"], world)
     return check_changes(ckpt.load_json(checkpoint, ckpt.RUN_CONFIG), cfg_dict, allowed)
+
+
+@dataclass
+class Counters:
+    """The loop's position: saved with every checkpoint (``trainer_state_rank{r}.json``) with the data position."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    skipped_nonfinite: int = 0
+
+
+def load(accelerator, checkpoint: Path, train_data, inexact_ok: bool) -> tuple[Counters, bool]:
+    """Load a checked checkpoint into the prepared model and optimizer and ``train_data``; refuse (unless
+    ``inexact_ok``) when the random states were not restored. Returns the counters and whether it was exact."""
+    from accelerate.utils import gather_object
+
+    accelerator.load_state(str(checkpoint))
+    exact = all(gather_object([random_states_restored(checkpoint, accelerator.process_index)]))
+    if not exact and not inexact_ok:
+        raise ResumeError(
+            f"{checkpoint}: accelerate could not restore the random states, so this resume would not be exact. "
+            "Pass --resume_inexact=true to continue anyway (recorded in metrics.jsonl)."
+        )
+    state = ckpt.load_json(checkpoint, ckpt.trainer_state_name(accelerator.process_index))
+    train_data.load_state_dict(state["data"])
+    counters = Counters(state["step"], state["tokens_seen"], state["skipped_nonfinite"])
+    logger.info("resumed from %s at step %d%s", checkpoint, counters.step, "" if exact else " (NOT exact)")
+    return counters, exact

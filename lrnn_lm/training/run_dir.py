@@ -108,3 +108,27 @@ def trim_metrics(out: Path, step: int) -> int:
         os.replace(tmp, path)
         logger.warning("metrics.jsonl: dropped %d records after step %d (logged before the restart)", dropped, step)
     return dropped
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON record per line, main process only) and the trackers."""
+
+    def __init__(self, out: Path, accelerator) -> None:
+        self.path = out / METRICS
+        self.accelerator = accelerator
+
+    def start(self, step: int, config: dict, project: str) -> None:
+        """Write ``config.yaml``, drop records made after ``step`` by an earlier attempt, start the trackers."""
+        import yaml
+
+        if self.accelerator.is_main_process:
+            (self.path.parent / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            trim_metrics(self.path.parent, step)
+            self.accelerator.init_trackers(project, config={"out_dir": str(self.path.parent)})
+
+    def __call__(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.accelerator.log(numbers, step=record["step"])

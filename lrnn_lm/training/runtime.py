@@ -62,3 +62,16 @@ class StopFlag:
 
     def __bool__(self) -> bool:
         return self.signal is not None
+
+
+class NonFiniteError(RuntimeError):
+    """Too many non-finite steps in a row; the message names the step, the parameter groups and what to do."""
+
+
+def nonfinite_groups(optimizer) -> list[str]:
+    """Names of the parameter groups holding a NaN or Inf gradient."""
+    bad = []
+    for group in optimizer.param_groups:
+        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in group["params"]):
+            bad.append(group.get("group", "?"))
+    return bad
