@@ -35,12 +35,12 @@ from lrnn_lm.training.data import DataError
 from lrnn_lm.training.evaluate import evaluate, unigram_baseline
 from lrnn_lm.training.export import save_final
 from lrnn_lm.training.run_dir import MetricsLog, RunDirError
-from lrnn_lm.training.runtime import NonFiniteError, StopFlag, make_accelerator, mfu, nonfinite_groups
+from lrnn_lm.training.runtime import LaunchError, NonFiniteError, StopFlag, make_accelerator, mfu, nonfinite_groups
 from lrnn_lm.training.schedule import lr_at
 
 logger = logging.getLogger("train")
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "train" / "default.yaml"
-REFUSALS = (ConfigError, DataError, RunDirError, resume.ResumeError, ckpt.CheckpointError, NonFiniteError)
+REFUSALS = (ConfigError, DataError, RunDirError, resume.ResumeError, ckpt.CheckpointError, NonFiniteError, LaunchError)
 
 
 def build_model(cfg: RunConfig, vocab_size: int, special: dict) -> LRNNForCausalLM:

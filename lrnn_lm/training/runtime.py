@@ -19,7 +19,26 @@ def make_accelerator(precision: str, trackers: list[str], project_dir: str):
     mixed = "bf16" if precision == "bf16" or (precision == "auto" and on_gpu) else "no"
     accelerator = Accelerator(cpu=not on_gpu, mixed_precision=mixed, log_with=trackers or None, project_dir=project_dir)
     check_world_size(accelerator.num_processes)
+    check_fsdp(accelerator.distributed_type.value)
     return accelerator
+
+
+class LaunchError(RuntimeError):
+    """The launcher asked for something this process did not get; the message says what and what to do."""
+
+
+def check_fsdp(distributed_type: str) -> None:
+    """Refuse an FSDP launch that Accelerate quietly turned into something else.
+
+    Accelerate 1.15 enables FSDP only for GPU-like device types: on CPU (``use_cpu: true`` or
+    ``Accelerator(cpu=True)``) an FSDP config runs as DDP (``MULTI_CPU``), with full replicas and full checkpoints.
+    """
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and distributed_type != "FSDP":
+        raise LaunchError(
+            f"the launcher asked for FSDP but Accelerate set up {distributed_type}: Accelerate does not run FSDP on "
+            "CPU (with use_cpu it falls back to DDP, unsharded). On CPU use configs/accelerate/cpu_ddp_2proc.yaml; "
+            "FSDP needs GPUs (configs/accelerate/gpu_fsdp.yaml)."
+        )
 
 
 def check_world_size(num_processes: int) -> None:
