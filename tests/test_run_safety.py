@@ -463,3 +463,21 @@ def test_the_eigenvalue_range_as_typed_on_the_command_line_is_accepted(typed, ex
     model = load_config([f"--model.eigval_range={typed}", "--model.mixer=deltanet"]).model
     assert model["eigval_range"] == expected
     assert LRNNConfig(**model).eigval_range == expected
+
+
+def test_the_fsdp_sharded_layout_verifies(tmp_path):
+    """accelerate's SHARDED_STATE_DICT layout: folders of DCP shards for the weights and the optimizer."""
+    tmp = tmp_path / ".tmp-step-00000004"
+    for folder in ("pytorch_model_fsdp_0", "optimizer_0"):
+        (tmp / folder).mkdir(parents=True)
+        for name in (".metadata", "__0_0.distcp", "__1_0.distcp"):
+            (tmp / folder / name).write_bytes(name.encode())
+    for r in range(2):
+        (tmp / f"random_states_{r}.pkl").write_bytes(b"rng")
+        (tmp / ckpt.trainer_state_name(r)).write_text("{}")
+    (tmp / ckpt.RUN_CONFIG).write_text("{}")
+    ckpt.finalize(tmp, tmp_path / "step-00000004", 4, {"run_id": "r", "world_size": 2})
+    assert ckpt.verify(tmp_path / "step-00000004") == 4
+    (tmp_path / "step-00000004" / "optimizer_0" / "__1_0.distcp").unlink()
+    with pytest.raises(ckpt.CheckpointError, match="missing file optimizer_0/__1_0.distcp"):
+        ckpt.verify(tmp_path / "step-00000004")
