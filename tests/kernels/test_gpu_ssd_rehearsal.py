@@ -26,6 +26,7 @@ def test_check_ssd_runs_on_cpu_and_chunk_is_exact():
     cases = [k for k in result if "/" in k]
     assert set(cases) == {
         *(f"{g}/{s}" for g in ("random", "edges", "varlen") for s in ("signed", "unsigned")),
+        "edges_1e-6/signed",
         "zero_signed/signed",
     }
     for case in cases:
