@@ -5,6 +5,7 @@ Each op has a ``naive`` token-loop reference (the specification) and faster back
 
 - :func:`selective_scan`: Mamba-1's diagonal scan, optionally with the signed gate ``2 exp(dt A) - 1``.
 - :func:`delta_rule`: DeltaNet's generalized-Householder recurrence, ``beta`` in [0, 2].
+- :func:`ssd`: Mamba-2's SSD scan (a scalar gate per head), optionally with the signed gate ``2 exp(dt A) - 1``.
 - :func:`gated_delta_rule`: Gated DeltaNet's delta rule with a scalar gate ``alpha`` in [-1, 1].
 - :func:`delta_product`: DeltaProduct, ``n_h`` Householder steps per token, optionally gated.
 
