@@ -22,6 +22,10 @@ Sections (each recorded even if another fails; the JSON is rewritten after every
 
 Targets (issue 3, for an H100/H200): signed <= 1.05x unsigned; ours >= 0.9x mamba_ssm's speed; scan forward
 >= 50% of peak bandwidth. Exits with a message (status 2) when no CUDA device is present.
+
+The section bodies are plain functions (``check_scan``, ``check_delta``, ``time_scan``, ``time_delta``,
+``bandwidth_scan``) taking a device, a backend, a shape and a timer, so that ``benchmarks/gpu_validate.py`` reuses
+them and rehearses them on CPU at tiny shapes (``chunk`` backend, fake CUDA events).
 """
 
 from __future__ import annotations
@@ -82,18 +86,30 @@ def peak_bandwidth(name: str) -> tuple[float | None, str | None]:
     return None, None
 
 
-def cuda_median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> dict:
-    """Median (and spread) in ms of ``fn`` over ``repeats`` runs, each timed with CUDA events."""
+def cuda_median_ms(
+    fn: Callable[[], object],
+    repeats: int,
+    warmup: int = 3,
+    *,
+    event: Callable[..., object] | None = None,
+    synchronize: Callable[[], None] | None = None,
+) -> dict:
+    """Median (and spread) in ms of ``fn`` over ``repeats`` runs, each timed with CUDA events.
+
+    ``event`` and ``synchronize`` default to ``torch.cuda.Event`` and ``torch.cuda.synchronize``; a CPU rehearsal
+    passes stand-ins so that this loop still runs."""
+    event = event or torch.cuda.Event
+    synchronize = synchronize or torch.cuda.synchronize
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    synchronize()
     times = []
     for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start, end = event(enable_timing=True), event(enable_timing=True)
         start.record()
         fn()
         end.record()
-        torch.cuda.synchronize()
+        synchronize()
         times.append(start.elapsed_time(end))
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "runs": repeats}
 
@@ -102,9 +118,14 @@ def cuda_median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> d
 # inputs
 
 
-def scan_inputs(batch: int, T: int, d: int, N: int, *, seed: int = 0, dtype=torch.bfloat16) -> dict:
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    dev = "cuda"
+def _sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def scan_inputs(batch: int, T: int, d: int, N: int, *, seed: int = 0, dtype=torch.bfloat16, device="cuda") -> dict:
+    g = torch.Generator(device=device).manual_seed(seed)
+    dev = device
     x = torch.randn(batch, T, d, device=dev, generator=g)
     dt = F.softplus(torch.randn(batch, T, d, device=dev, generator=g) - 2.0)
     A = -torch.exp(0.5 * torch.randn(d, N, device=dev, generator=g))
@@ -118,9 +139,11 @@ def scan_inputs(batch: int, T: int, d: int, N: int, *, seed: int = 0, dtype=torc
     return {k: v.requires_grad_() for k, v in out.items()}
 
 
-def delta_inputs(batch: int, T: int, H: int, K: int, V: int, *, beta_max: float, seed: int = 0, dtype=torch.bfloat16):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    dev = "cuda"
+def delta_inputs(
+    batch: int, T: int, H: int, K: int, V: int, *, beta_max: float, seed: int = 0, dtype=torch.bfloat16, device="cuda"
+):
+    g = torch.Generator(device=device).manual_seed(seed)
+    dev = device
     q = torch.randn(batch, T, H, K, device=dev, generator=g)
     k = F.normalize(torch.randn(batch, T, H, K, device=dev, generator=g), dim=-1)
     v = torch.randn(batch, T, H, V, device=dev, generator=g)
@@ -139,9 +162,9 @@ def outputs_and_grads(fn: Callable, inputs: dict, positional: tuple[str, ...], s
     args = [inputs[n] for n in positional]
     rest = {k: v for k, v in inputs.items() if k not in positional}
     out, state = fn(*args, **rest, output_final_state=True, **kw)
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    d_out = torch.randn(out.shape, device="cuda", generator=g)
-    d_state = torch.randn(state.shape, device="cuda", generator=g)
+    g = torch.Generator(device=out.device).manual_seed(seed)
+    d_out = torch.randn(out.shape, device=out.device, generator=g)
+    d_state = torch.randn(state.shape, device=out.device, generator=g)
     leaves = list(inputs.values())
     grads = torch.autograd.grad((out.float() * d_out).sum() + (state * d_state).sum(), leaves)
     res = {"out": out.detach(), "final_state": state.detach()}
@@ -155,51 +178,79 @@ def compare(got: dict, ref: dict, tol: float) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# sections
+# sections: plain functions of (device, backend, shape, timer), wrapped for this script's CLI in SECTIONS below
 
 
-def scan_correctness(args) -> dict:
-    from lrnn_lm.kernels.selective_scan.naive import selective_scan_naive
-    from lrnn_lm.kernels.selective_scan.triton import selective_scan_triton
+def _scan_op(backend: str) -> Callable:
+    from lrnn_lm.kernels import selective_scan
 
-    shape = dict(SCAN_SHAPE, d=args.ref_channels or SCAN_SHAPE["d"])
+    return lambda *a, **kw: selective_scan(*a, backend=backend, **kw)
+
+
+def _delta_op(backend: str) -> Callable:
+    from lrnn_lm.kernels import delta_rule
+
+    return lambda *a, **kw: delta_rule(*a, backend=backend, **kw)
+
+
+def check_scan(
+    device: torch.device | str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    backend: str = "triton",
+    shape: dict | None = None,
+    tol: float = SCAN_TOL_BF16,
+) -> dict:
+    """``selective_scan`` on ``backend`` vs naive (fp32 on the same inputs), both signs, with D, z and an initial
+    state: output, final state and every gradient."""
+    shape = dict(SCAN_SHAPE if shape is None else shape)
     positional = ("x", "dt", "A", "B", "C", "D", "z")
-    result = {"shape": shape, "dtype": "bfloat16", "reference": "naive fp32 on the same bf16 inputs"}
+    result = {"shape": shape, "dtype": str(dtype), "backend": backend, "reference": "naive fp32 on the same inputs"}
     for negative in (False, True):
-        inputs = scan_inputs(**shape)
+        inputs = scan_inputs(**shape, dtype=dtype, device=device)
         t0 = time.perf_counter()
-        got = outputs_and_grads(selective_scan_triton, inputs, positional, negative_eigvals=negative)
-        torch.cuda.synchronize()
+        got = outputs_and_grads(_scan_op(backend), inputs, positional, negative_eigvals=negative)
+        _sync(device)
         t1 = time.perf_counter()
-        ref = outputs_and_grads(selective_scan_naive, clone_leaves(inputs), positional, negative_eigvals=negative)
-        torch.cuda.synchronize()
-        entry = compare(got, ref, SCAN_TOL_BF16)
-        entry["seconds"] = {"triton_incl_compile": t1 - t0, "naive": time.perf_counter() - t1}
+        ref = outputs_and_grads(_scan_op("naive"), clone_leaves(inputs), positional, negative_eigvals=negative)
+        _sync(device)
+        entry = compare(got, ref, tol)
+        entry["seconds"] = {f"{backend}_incl_compile": t1 - t0, "naive": time.perf_counter() - t1}
         result["signed" if negative else "unsigned"] = entry
         del got, ref, inputs
-        torch.cuda.empty_cache()
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
     return result
 
 
-def delta_correctness(args) -> dict:
-    from fla.ops.delta_rule import chunk_delta_rule
-
-    from lrnn_lm.kernels.delta_rule.naive import delta_rule_naive
-    from lrnn_lm.kernels.delta_rule.triton import delta_rule_triton
-
+def check_delta(
+    device: torch.device | str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    backend: str = "triton",
+    shape: dict | None = None,
+    tol: float = DELTA_TOL_BF16,
+) -> dict:
+    """``delta_rule`` on ``backend`` with beta in (0, 2) vs naive and, on CUDA, fla's ``chunk_delta_rule`` called
+    directly with beta in (0, 1) vs naive (for reference)."""
+    shape = dict(DELTA_REF_SHAPE if shape is None else shape)
     positional = ("q", "k", "v", "beta")
-    result = {"shape": DELTA_REF_SHAPE, "dtype": "bfloat16", "reference": "naive fp32 on the same bf16 inputs"}
+    result = {"shape": shape, "dtype": str(dtype), "backend": backend, "reference": "naive fp32 on the same inputs"}
+    cases: list[tuple[str, Callable | None, float]] = [("ours_beta_0_2", _delta_op(backend), 2.0)]
+    if torch.device(device).type == "cuda":
+        from fla.ops.delta_rule import chunk_delta_rule
 
-    def fla_direct(q, k, v, beta, **kw):
-        return chunk_delta_rule(q, k, v, beta, **kw)
-
-    for label, fn, beta_max in (("ours_beta_0_2", delta_rule_triton, 2.0), ("fla_direct_beta_0_1", fla_direct, 1.0)):
-        inputs = delta_inputs(**DELTA_REF_SHAPE, beta_max=beta_max)
+        cases.append(("fla_direct_beta_0_1", lambda q, k, v, beta, **kw: chunk_delta_rule(q, k, v, beta, **kw), 1.0))
+    else:
+        result["fla_direct_beta_0_1"] = {"skipped": "fla's Triton kernels need CUDA"}
+    for label, fn, beta_max in cases:
+        inputs = delta_inputs(**shape, beta_max=beta_max, dtype=dtype, device=device)
         got = outputs_and_grads(fn, inputs, positional)
-        ref = outputs_and_grads(delta_rule_naive, clone_leaves(inputs), positional)
-        result[label] = compare(got, ref, DELTA_TOL_BF16)
+        ref = outputs_and_grads(_delta_op("naive"), clone_leaves(inputs), positional)
+        result[label] = compare(got, ref, tol)
         del got, ref, inputs
-        torch.cuda.empty_cache()
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
     return result
 
 
@@ -215,21 +266,33 @@ def _fwd_bwd(fn: Callable[[], tuple[torch.Tensor, ...]], leaves: list[torch.Tens
     return run
 
 
-def scan_timing(args) -> dict:
-    from lrnn_lm.kernels.selective_scan.triton import selective_scan_triton
-
-    inputs = scan_inputs(**SCAN_SHAPE)
+def time_scan(
+    device: torch.device | str,
+    timer: Callable[[Callable[[], object]], dict],
+    *,
+    backend: str = "triton",
+    shape: dict | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+) -> dict:
+    """Forward+backward ``timer`` results (dicts with ``median_ms``) of the signed and the unsigned scan, and of
+    ``mamba_ssm.selective_scan_fn`` (unsigned) when it is importable and the device is CUDA."""
+    shape = dict(SCAN_SHAPE if shape is None else shape)
+    scan = _scan_op(backend)
+    inputs = scan_inputs(**shape, dtype=dtype, device=device)
     leaves = [inputs[k] for k in ("x", "dt", "A", "B", "C", "D", "z")]
-    result = {"shape": SCAN_SHAPE, "dtype": "bfloat16", "what": "forward+backward with D and z, no initial state"}
+    result = {"shape": shape, "dtype": str(dtype), "backend": backend, "what": "forward+backward with D and z"}
     for negative in (False, True):
 
         def ours(negative=negative):
-            return selective_scan_triton(*leaves, negative_eigvals=negative)
+            return scan(*leaves, negative_eigvals=negative)
 
-        result["ours_signed" if negative else "ours_unsigned"] = cuda_median_ms(_fwd_bwd(ours, leaves), args.repeats)
+        result["ours_signed" if negative else "ours_unsigned"] = timer(_fwd_bwd(ours, leaves))
     result["signed_over_unsigned"] = result["ours_signed"]["median_ms"] / result["ours_unsigned"]["median_ms"]
     result["target_signed_over_unsigned_max"] = 1.05
 
+    if torch.device(device).type != "cuda":
+        result["mamba_ssm"] = {"skipped": "mamba_ssm's CUDA kernels need a CUDA device"}
+        return result
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except Exception as exc:  # any import failure means "not available here"
@@ -244,9 +307,9 @@ def scan_timing(args) -> dict:
         return (selective_scan_fn(m["x"], m["dt"], A, m["B"], m["C"], D, m["z"], delta_softplus=False),)
 
     y_mamba = mamba()[0].detach().transpose(1, 2)
-    y_ours = selective_scan_triton(*[t.detach() for t in leaves])[0]
+    y_ours = scan(*[t.detach() for t in leaves])[0]
     result["mamba_ssm"] = {
-        "unsigned": cuda_median_ms(_fwd_bwd(mamba, m_leaves), args.repeats),
+        "unsigned": timer(_fwd_bwd(mamba, m_leaves)),
         "rel_rmse_ours_unsigned_vs_mamba_output": rel_rmse(y_ours, y_mamba),
     }
     mamba_ms = result["mamba_ssm"]["unsigned"]["median_ms"]
@@ -256,33 +319,52 @@ def scan_timing(args) -> dict:
     return result
 
 
-def delta_timing(args) -> dict:
-    from fla.ops.delta_rule import chunk_delta_rule
+def time_delta(
+    device: torch.device | str,
+    timer: Callable[[Callable[[], object]], dict],
+    *,
+    backend: str = "triton",
+    shape: dict | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+) -> dict:
+    """Forward+backward: ours with beta in (0, 2) and in (0, 1), and fla's ``chunk_delta_rule`` called directly
+    with beta in (0, 1) (CUDA only)."""
+    shape = dict(DELTA_TIME_SHAPE if shape is None else shape)
+    result: dict = {"shape": shape, "dtype": str(dtype), "backend": backend, "what": "forward+backward"}
+    cases = [("ours_beta_0_2", _delta_op(backend), 2.0), ("ours_beta_0_1", _delta_op(backend), 1.0)]
+    if torch.device(device).type == "cuda":
+        from fla.ops.delta_rule import chunk_delta_rule
 
-    from lrnn_lm.kernels.delta_rule.triton import delta_rule_triton
-
-    result = {"shape": DELTA_TIME_SHAPE, "dtype": "bfloat16", "what": "forward+backward, no initial state"}
-    for label, fn, beta_max in (
-        ("ours_beta_0_2", delta_rule_triton, 2.0),
-        ("fla_chunk_beta_0_1", chunk_delta_rule, 1.0),
-    ):
-        inputs = delta_inputs(**DELTA_TIME_SHAPE, beta_max=beta_max)
+        cases.append(("fla_chunk_beta_0_1", chunk_delta_rule, 1.0))
+    else:
+        result["fla_chunk_beta_0_1"] = {"skipped": "fla's Triton kernels need CUDA"}
+    for label, fn, beta_max in cases:
+        inputs = delta_inputs(**shape, beta_max=beta_max, dtype=dtype, device=device)
         leaves = [inputs[k] for k in ("q", "k", "v", "beta")]
 
         def call(fn=fn, leaves=leaves):
             return fn(*leaves)
 
-        result[label] = cuda_median_ms(_fwd_bwd(call, leaves), args.repeats)
+        result[label] = timer(_fwd_bwd(call, leaves))
         del inputs, leaves
-    result["ours_over_fla"] = result["ours_beta_0_2"]["median_ms"] / result["fla_chunk_beta_0_1"]["median_ms"]
+    result["signed_over_unsigned"] = result["ours_beta_0_2"]["median_ms"] / result["ours_beta_0_1"]["median_ms"]
+    if "median_ms" in result["fla_chunk_beta_0_1"]:
+        result["ours_over_fla"] = result["ours_beta_0_2"]["median_ms"] / result["fla_chunk_beta_0_1"]["median_ms"]
     return result
 
 
-def scan_bandwidth(args) -> dict:
-    from lrnn_lm.kernels.selective_scan.triton import selective_scan_triton
-
-    s = SCAN_SHAPE
-    inputs = {k: v.detach() for k, v in scan_inputs(**s).items()}
+def bandwidth_scan(
+    device: torch.device | str,
+    timer: Callable[[Callable[[], object]], dict],
+    *,
+    backend: str = "triton",
+    shape: dict | None = None,
+    device_name: str | None = None,
+) -> dict:
+    """Forward-only (no gradient) achieved GB/s of the scan against the device's peak from the table."""
+    s = dict(SCAN_SHAPE if shape is None else shape)
+    scan = _scan_op(backend)
+    inputs = {k: v.detach() for k, v in scan_inputs(**s, device=device).items()}
     elt = inputs["x"].element_size()
     n_act = s["batch"] * s["T"] * s["d"]
     n_bc = s["batch"] * s["T"] * s["N"]
@@ -293,13 +375,14 @@ def scan_bandwidth(args) -> dict:
         + inputs["D"].numel() * inputs["D"].element_size()
         + n_act * elt  # y written
     )
-    name = torch.cuda.get_device_name()
+    name = device_name if device_name is not None else torch.cuda.get_device_name()
     peak, matched = peak_bandwidth(name)
-    result = {"bytes": bytes_moved, "peak_GBps": peak, "peak_from_table_entry": matched, "target_fraction_min": 0.5}
+    result = {"shape": s, "backend": backend, "bytes": bytes_moved, "device_name": name}
+    result.update(peak_GBps=peak, peak_from_table_entry=matched, target_fraction_min=0.5)
     args_ = [inputs[k] for k in ("x", "dt", "A", "B", "C", "D", "z")]
     for negative in (False, True):
         with torch.no_grad():
-            t = cuda_median_ms(lambda neg=negative: selective_scan_triton(*args_, negative_eigvals=neg), args.repeats)
+            t = timer(lambda neg=negative: scan(*args_, negative_eigvals=neg))
         gbs = bytes_moved / (t["median_ms"] * 1e-3) / 1e9
         result["signed" if negative else "unsigned"] = {
             **t,
@@ -309,12 +392,16 @@ def scan_bandwidth(args) -> dict:
     return result
 
 
+def _cuda_timer(args) -> Callable[[Callable[[], object]], dict]:
+    return lambda fn: cuda_median_ms(fn, args.repeats)
+
+
 SECTIONS = {
-    "scan_correctness": scan_correctness,
-    "delta_correctness": delta_correctness,
-    "scan_timing": scan_timing,
-    "delta_timing": delta_timing,
-    "scan_bandwidth": scan_bandwidth,
+    "scan_correctness": lambda args: check_scan(shape=dict(SCAN_SHAPE, d=args.ref_channels or SCAN_SHAPE["d"])),
+    "delta_correctness": lambda args: check_delta(),
+    "scan_timing": lambda args: time_scan("cuda", _cuda_timer(args)),
+    "delta_timing": lambda args: time_delta("cuda", _cuda_timer(args)),
+    "scan_bandwidth": lambda args: bandwidth_scan("cuda", _cuda_timer(args)),
 }
 
 
