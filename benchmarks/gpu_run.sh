@@ -7,11 +7,11 @@
 #    torch, triton, transformers 5.17, accelerate, tokenizers, pyarrow, pandas, sacrebleu; see
 #    /work/.library/device/KINDS.md): fla, transformers 5.24 (our pin), datasets, lm-eval and their small missing
 #    dependencies. mamba_ssm and causal_conv1d are not among them: PyPI has only their source (a CUDA build).
-# 2. On the GPU machine (device tool: run with carry [".whl"] and timeout_s 480):
+# 2. On the GPU machine (device tool: run with carry [".whl"] and timeout_s 540):
 #        bash benchmarks/gpu_run.sh
 #    Installs .whl/ offline into /tmp/site (nothing is fetched), installs this project (editable, offline), prints
-#    the GPU, and runs gpu_validate.py with BUDGET_S (default 330 s: with the machine's start and this script's
-#    installs, about 8 of a session's 15 device minutes, leaving a rerun's worth). Files: $OUT/gpu_validate.json,
+#    the GPU, and runs gpu_validate.py with BUDGET_S (default 420 s; with the machine's start and the installs about
+#    9 of a session's 15 device minutes, leaving a short rerun's worth). Files: $OUT/gpu_validate.json,
 #    $OUT/gpu_validate.md (targets beside measured values), $OUT/gpu_run.log. The summary is also printed last.
 #    A rerun of what failed or was skipped, e.g.:
 #        SECTIONS=kernel_timing,train_throughput BUDGET_S=150 bash benchmarks/gpu_run.sh
@@ -36,7 +36,7 @@ if [[ "${1:-}" == "fetch" ]]; then
 fi
 
 OUT="${OUT:-gpu_validate_out}"
-BUDGET_S="${BUDGET_S:-330}"
+BUDGET_S="${BUDGET_S:-420}"
 SECTIONS="${SECTIONS:-environment,kernel_correctness,kernel_timing,train_throughput,e2e_smoke,multi_gpu}"
 mkdir -p "$OUT"
 rm -f /tmp/gpu_validate_rc
@@ -57,7 +57,8 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHO
   fi
   python3 -c "import torch, transformers, lrnn_lm; print('gpu_run: torch', torch.__version__, 'transformers', \
 transformers.__version__, 'lrnn_lm from', lrnn_lm.__file__)"
-  python3 benchmarks/gpu_validate.py --out "$OUT" --budget-s "$BUDGET_S" --sections "$SECTIONS" \
+  # shellcheck disable=SC2086  # EXTRA_ARGS (e.g. "--rehearse" to try this script on a CPU) is split on purpose
+  python3 benchmarks/gpu_validate.py --out "$OUT" --budget-s "$BUDGET_S" --sections "$SECTIONS" ${EXTRA_ARGS:-} \
     --work /tmp/gpu_validate_work
   echo $? > /tmp/gpu_validate_rc
   echo "gpu_run: gpu_validate exit status $(cat /tmp/gpu_validate_rc) (0: no section failed)"
