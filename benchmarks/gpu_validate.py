@@ -18,7 +18,7 @@ others down; a section that outlives its share of the budget is killed, and what
 4. ``train_throughput``: one bf16 training step (forward, backward, AdamW) of the 340M/370M configs in both
    ranges, ours vs fla's ``DeltaNetForCausalLM(allow_neg_eigval=True)`` and transformers' Mamba/Mamba-2, and the
    1.3B DeltaNet when memory allows: tokens/s, MFU (6 N rule), peak memory.
-5. ``e2e_smoke``: ``train.py`` for 100 steps on a ~120M DeltaNet in bf16 on a local text file (loss must fall),
+5. ``e2e_smoke``: ``train.py`` for 100 steps on a 117M DeltaNet in bf16 on a local text file (loss must fall),
    a checkpoint, ``from_pretrained`` + ``generate`` in a fresh process, the plain ``lm_eval`` CLI on a local task.
 6. ``multi_gpu``: 2-GPU DDP and FSDP runs of a small model against the 1-GPU run (only with > 1 GPU).
 
@@ -35,6 +35,7 @@ nothing; the structure, the code paths and the files are the point (tests/test_g
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.metadata
 import importlib.util
 import json
@@ -68,7 +69,7 @@ WEIGHTS = {
 }
 MIN_SECTION_S = {"gpu": 15.0, "rehearsal": 1.0}  # below this a section is not started
 KILL_GRACE_S = {"gpu": 20.0, "rehearsal": 60.0}  # a child past its deadline + this is killed
-JSON_NAME, MD_NAME = "gpu_validate.json", "gpu_validate.md"
+JSON_NAME, MD_NAME, LOG_NAME = "gpu_validate.json", "gpu_validate.md", "gpu_validate_sections.log"
 
 # Shapes. GPU: the 340M/370M models' (hidden 1024; DeltaNet 8 heads of 128; Mamba d_inner 2048, N 16; Mamba-2 32
 # heads of 64, N 128) at 2048 tokens. Rehearsal: tiny, odd where the op allows it.
@@ -99,12 +100,14 @@ SSD_TOL_BF16 = {"chunk": 1e-2, "triton": 2e-2}
 TRAIN_CONFIGS = ("deltanet_340m_neg", "deltanet_340m_pos", "mamba_370m_neg", "mamba_370m_pos")
 TRAIN_CONFIGS_OPTIONAL = ("mamba2_370m_neg", "mamba2_370m_pos")
 BIG_CONFIGS = ("deltanet_1.3b_neg", "deltanet_1.3b_pos")
-E2E_MODEL = dict(hidden_size=768, num_hidden_layers=12, num_heads=6, intermediate_size=3072)  # ~118M, vocab 4096
+E2E_MODEL = dict(hidden_size=768, num_hidden_layers=12, num_heads=6, intermediate_size=3072)  # 117M at vocab 4096
 TINY_E2E_MODEL = dict(hidden_size=32, num_hidden_layers=2, num_heads=2, intermediate_size=64)
 
 
 def _load_bench(name: str):
     """A module from benchmarks/ by file name, or None when the file is absent."""
+    if name in sys.modules:
+        return sys.modules[name]
     path = BENCH / f"{name}.py"
     if not path.is_file():
         return None
@@ -553,10 +556,13 @@ def _with_oom_retry(ctx: Ctx, build: Callable[[], torch.nn.Module], micro_batch:
     try:
         return _measure_steps(ctx, build(), micro_batch, T, vocab)
     except torch.cuda.OutOfMemoryError as e:
-        torch.cuda.empty_cache()
-        out = _measure_steps(ctx, build(), max(1, micro_batch // 2), T, vocab)
-        out["oom_at_micro_batch"] = {"micro_batch": micro_batch, "error": str(e).splitlines()[0]}
-        return out
+        error = str(e).splitlines()[0]
+    # Outside the except block: the failed attempt's frames (model, optimizer, activations) are gone now.
+    gc.collect()
+    torch.cuda.empty_cache()
+    out = _measure_steps(ctx, build(), max(1, micro_batch // 2), T, vocab)
+    out["oom_at_micro_batch"] = {"micro_batch": micro_batch, "error": error}
+    return out
 
 
 def _peer_fast_path() -> tuple[bool, str]:
@@ -1117,6 +1123,10 @@ def _record_path(work: Path, name: str) -> Path:
     return work / f"section_{name}.json"
 
 
+def _group_log(work: Path, names: list[str]) -> Path:
+    return work / f"sections_{'+'.join(names)}.log"
+
+
 def run_child(args) -> int:
     """Run the sections named in ``--child`` in order, each within its share of the time to ``--deadline``, each
     recorded in its own file (a section that raises is recorded as failed and the next one still runs)."""
@@ -1169,7 +1179,7 @@ def run_group(names: list[str], later: list[str], args, deadline: float, work: P
     mode = "rehearsal" if args.rehearse else "gpu"
     for name in names:
         _record_path(work, name).unlink(missing_ok=True)
-    log = work / f"sections_{'+'.join(names)}.log"
+    log = _group_log(work, names)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", ",".join(names), "--deadline", repr(deadline)]
     cmd += ["--work", str(work), "--repeats", str(args.repeats), "--rest", ",".join(later)]
     cmd += ["--rehearse"] if args.rehearse else []
@@ -1244,6 +1254,7 @@ def main(argv: list[str] | None = None) -> int:
     isolation = args.isolation or ("single" if args.rehearse else "section")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / LOG_NAME).unlink(missing_ok=True)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu_validate_"))
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -1267,6 +1278,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gpu_validate: {'+'.join(group)} ({deadline - time.time():.0f} s left) ...", flush=True)
             later = [s for g in groups[i + 1 :] for s in g]
             report["sections"].update(run_group(group, later, args, deadline, work))
+            with open(out / LOG_NAME, "a") as f:  # the section processes' own output, last 200 kB of each
+                f.write(f"===== {'+'.join(group)}\n{_group_log(work, group).read_text()[-200_000:]}\n")
         report["total_seconds"] = time.time() - start
         write_report(report, out)
         for name in group:

@@ -47,6 +47,7 @@ def rehearsal(tmp_path_factory) -> dict:
     r = _run(out, "--budget-s", "900")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     report = json.loads((out / "gpu_validate.json").read_text())
+    assert "===== environment+kernel_correctness" in (out / "gpu_validate_sections.log").read_text()
     return {"report": report, "md": (out / "gpu_validate.md").read_text(), "stdout": r.stdout}
 
 
@@ -123,6 +124,18 @@ def test_summary_puts_targets_beside_values(rehearsal):
     for target in ("signed time <= 1.05x unsigned", "0.9x mamba_ssm", "50% of peak bandwidth", "40K tokens/s", "MFU"):
         assert target in md, target
     assert md in rehearsal["stdout"]
+
+
+def test_one_process_per_section_as_on_a_gpu(tmp_path):
+    """The GPU default: each section in its own process, each process's output kept."""
+    r = _run(tmp_path, "--isolation", "section", "--sections", "environment,multi_gpu", "--budget-s", "300")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_validate.json").read_text())
+    assert report["isolation"] == "section"
+    assert report["sections"]["environment"]["status"] == "ok"
+    assert report["sections"]["multi_gpu"]["status"] == "skipped: no CUDA device (CPU rehearsal)"
+    log = (tmp_path / "gpu_validate_sections.log").read_text()
+    assert "===== environment\n" in log and "===== multi_gpu\n" in log
 
 
 def test_budget_skips_what_does_not_fit(tmp_path):
