@@ -37,23 +37,3 @@ def test_tiny_signed_deltanet_learns_short_parity(tmp_path):
     # The budget is for learning (the training loop); process start-up and imports come on top.
     assert summary["minutes"] * 60 < 60, f"training took {summary['minutes'] * 60:.0f} s (wall {wall:.0f} s)"
     assert (out / "final" / "tokenizer.json").is_file() and (out / "final" / "task.json").is_file()
-
-
-def test_fresh_run_in_a_used_out_dir_keeps_the_old_metrics_aside(tmp_path):
-    out = tmp_path / "again"
-    args = [
-        "--data.task={name: parity, min_len: 3, max_len: 8, seed: 0}",
-        "--model={mixer: mamba, hidden_size: 16, num_hidden_layers: 1, intermediate_size: 0}",
-        "--train.micro_batch_size=8",
-        "--train.eval_every=1000",
-        "--train.log_every=1",
-        f"--out_dir={out}",
-        "--logging.progress=false",
-    ]
-    for steps in (3, 2):
-        r = run_train([*args, f"--train.max_steps={steps}"])
-        assert r.returncode == 0, r.stderr[-3000:]
-    steps_logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    previous = [json.loads(line)["step"] for line in (out / "metrics.prev.jsonl").read_text().splitlines()]
-    assert max(steps_logged) == 2 and steps_logged.count(1) == 1, steps_logged
-    assert max(previous) == 3, previous
