@@ -172,9 +172,7 @@ class Ctx:
         return lambda fn: timer(fn)["median_ms"] / 1e3
 
     def flush(self) -> None:
-        tmp = self.record_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"items": self.items}, indent=2, default=str))
-        tmp.replace(self.record_path)
+        _write_atomic(self.record_path, json.dumps({"items": self.items}, indent=2, default=str))
 
     def item(self, name: str, est_s: float, fn: Callable[[], dict]) -> dict:
         """Run ``fn`` unless its estimate no longer fits; record ``{"status", "seconds", ...}`` under ``name``.
@@ -1140,7 +1138,7 @@ def run_child(args) -> int:
         cap = section_cap(name, names[i:] + later, args.deadline, mode)
         if cap is None:
             left = args.deadline - time.time()
-            path.write_text(json.dumps({"items": {}, "status": f"skipped: budget ({left:.0f} s left)"}))
+            _write_atomic(path, json.dumps({"items": {}, "status": f"skipped: budget ({left:.0f} s left)"}))
             continue
         t0 = time.time()
         print(f"gpu_validate: {name} (up to {cap:.0f} s) ...", flush=True)
@@ -1156,7 +1154,7 @@ def run_child(args) -> int:
         ctx.flush()
         record = json.loads(path.read_text())
         record.update(seconds=round(time.time() - t0, 2), budget_s=round(cap, 1))
-        path.write_text(json.dumps(record, indent=2, default=str))
+        _write_atomic(path, json.dumps(record, indent=2, default=str))
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return 0
@@ -1172,10 +1170,33 @@ def _child_env(rehearse: bool) -> dict:
     return env
 
 
-def run_group(names: list[str], later: list[str], args, deadline: float, work: Path) -> dict[str, dict]:
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _read_record(name: str, work: Path) -> dict | None:
+    path = _record_path(work, name)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _finished(record: dict | None) -> bool:
+    return record is not None and ("status" in record or "seconds" in record)
+
+
+def run_group(
+    names: list[str],
+    later: list[str],
+    args,
+    deadline: float,
+    work: Path,
+    on_section: Callable[[str, dict], None],
+) -> None:
     """One child process for ``names`` (``later``: the sections still to run after them, which keep their share of
-    the budget); killed, with what it started, once past its share plus a grace period. Returns each section's
-    record, status included."""
+    the budget); killed, with what it started, once past its share plus a grace period. ``on_section(name,
+    section)`` is called as soon as each section has ended (the record, status included), so the report is
+    rewritten after every section also when one process runs several."""
     mode = "rehearsal" if args.rehearse else "gpu"
     for name in names:
         _record_path(work, name).unlink(missing_ok=True)
@@ -1185,41 +1206,51 @@ def run_group(names: list[str], later: list[str], args, deadline: float, work: P
     cmd += ["--rehearse"] if args.rehearse else []
     share = sum(_weight(s) for s in names) / sum(_weight(s) for s in names + later)
     t0 = time.time()
+    limit = max(deadline - t0, 0) * share + KILL_GRACE_S[mode]
+    reported: set[str] = set()
+
+    def report_finished() -> None:
+        for name in names:
+            record = _read_record(name, work)
+            if name not in reported and _finished(record):
+                reported.add(name)
+                status = record["status"] if "status" in record else _section_status(record.get("items", {}))
+                on_section(name, {**record, "status": status})
+
     with open(log, "w") as f:
         proc = subprocess.Popen(
             cmd, stdout=f, stderr=subprocess.STDOUT, env=_child_env(args.rehearse), start_new_session=True
         )
-        try:
-            limit = max(deadline - t0, 0) * share + KILL_GRACE_S[mode]
-            rc, killed = proc.wait(timeout=limit), False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the child's own process group (it may have started train.py)
-            rc, killed = proc.wait(), True
+        killed = False
+        while True:
+            try:
+                rc = proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                report_finished()
+                if time.time() - t0 > limit:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the child's own process group (it may have started train.py)
+                    rc, killed = proc.wait(), True
+                    break
+    report_finished()
     tail = log.read_text()[-3000:]
-    sections = {}
     for name in names:
-        path = _record_path(work, name)
-        record = json.loads(path.read_text()) if path.is_file() else None
+        if name in reported:
+            continue
+        record = _read_record(name, work)
         if record is None:
             why = "never started: an earlier section of the same process" + (" was killed" if killed else " crashed")
-            sections[name] = {"status": f"failed: {why} (exit {rc})", "items": {}, "log_tail": tail}
-            continue
-        items = record.get("items", {})
-        if "status" in record:  # skipped for the budget
-            sections[name] = record
-        elif "seconds" not in record:  # started, never finished
+            on_section(name, {"status": f"failed: {why} (exit {rc})", "items": {}, "log_tail": tail})
+        else:  # started, never finished
+            items = record.get("items", {})
             cause = f"timeout, killed after {time.time() - t0:.0f} s" if killed else f"process exited {rc}"
-            sections[name] = {**record, "status": f"failed: {cause} ({len(items)} items recorded)", "log_tail": tail}
-        else:
-            sections[name] = {**record, "status": _section_status(items)}
-    return sections
+            status = f"failed: {cause} ({len(items)} items recorded)"
+            on_section(name, {**record, "status": status, "log_tail": tail})
 
 
 def write_report(report: dict, out: Path) -> None:
-    for name, text in ((JSON_NAME, json.dumps(report, indent=2, default=str)), (MD_NAME, summarize(report))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)
+    _write_atomic(out / JSON_NAME, json.dumps(report, indent=2, default=str))
+    _write_atomic(out / MD_NAME, summarize(report))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1265,26 +1296,27 @@ def main(argv: list[str] | None = None) -> int:
         if name not in chosen:
             report["sections"][name] = {"status": "skipped: not selected (--sections)", "items": {}}
     todo = [s for s in SECTIONS if s in chosen]
+
+    def record_section(name: str, section: dict) -> None:
+        """Into the report, which is rewritten at once (JSON and summary)."""
+        report["sections"][name] = section
+        report["total_seconds"] = time.time() - start
+        write_report(report, out)
+        print(f"gpu_validate: {name}: {section['status'][:200]} ({section.get('seconds') or 0:.0f} s)", flush=True)
+
     groups = [[s] for s in todo] if isolation == "section" else [todo]
     for i, group in enumerate(groups):
         rest = [s for g in groups[i:] for s in g]
         if section_cap(group[0], rest, deadline, mode) is None:  # not even the first one fits
             for name in group:
-                report["sections"][name] = {
-                    "status": f"skipped: budget ({deadline - time.time():.0f} s left)",
-                    "items": {},
-                }
+                skipped = {"status": f"skipped: budget ({deadline - time.time():.0f} s left)", "items": {}}
+                record_section(name, skipped)
         else:
             print(f"gpu_validate: {'+'.join(group)} ({deadline - time.time():.0f} s left) ...", flush=True)
             later = [s for g in groups[i + 1 :] for s in g]
-            report["sections"].update(run_group(group, later, args, deadline, work))
+            run_group(group, later, args, deadline, work, record_section)
             with open(out / LOG_NAME, "a") as f:  # the section processes' own output, last 200 kB of each
                 f.write(f"===== {'+'.join(group)}\n{_group_log(work, group).read_text()[-200_000:]}\n")
-        report["total_seconds"] = time.time() - start
-        write_report(report, out)
-        for name in group:
-            sec = report["sections"][name]
-            print(f"gpu_validate: {name}: {sec['status'][:200]} ({sec.get('seconds') or 0:.0f} s)", flush=True)
     report["sections"] = {name: report["sections"][name] for name in SECTIONS}
     report["total_seconds"] = time.time() - start
     write_report(report, out)

@@ -178,3 +178,15 @@ def test_section_status_and_target_rows():
     big = next(k for k in rows if k.startswith("deltanet_1.3b [-1,1] >= 40K"))
     assert rows[big][1] == "yes"
     assert "| kernel_timing | ok |" in gv.summarize(report)
+
+
+def test_a_section_past_its_time_is_killed_and_recorded(tmp_path, monkeypatch):
+    """The hard limit behind the budget: the section's process (and what it started) is killed, the report says so."""
+    gv = _load()
+    # The child gets a 30 s share, the parent's limit is 30 - 24 = 6 s: killed while starting up or training.
+    monkeypatch.setitem(gv.KILL_GRACE_S, "rehearsal", -24.0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = ["--rehearse", "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--sections", "e2e_smoke"]
+    assert gv.main([*args, "--budget-s", "30"]) == 1
+    section = json.loads((tmp_path / "gpu_validate.json").read_text())["sections"]["e2e_smoke"]
+    assert section["status"].startswith(("failed: timeout, killed after", "failed: never started")), section
