@@ -51,9 +51,22 @@ def _large_beta(mixer) -> None:
     mixer.b_proj.weight.mul_(50.0)
 
 
+def _large_beta_gate_near_one(mixer) -> None:
+    # beta near its top and alpha near 1 (dt near 0), so alpha (1 - beta) reaches close to -1.
+    _large_beta(mixer)
+    if mixer.dt_bias is not None:
+        mixer.dt_bias.fill_(-10.0)
+
+
 # How to push each mixer's gates towards the negative side, for the eigenvalue-range tests. Every recurrent
 # mixer needs an entry (tests/test_modeling.py checks), so a new mixer cannot silently skip those tests.
-PUSH_NEGATIVE = {"mamba": _large_dt, "deltanet": _large_beta, "mamba2": _large_dt}
+PUSH_NEGATIVE = {
+    "mamba": _large_dt,
+    "deltanet": _large_beta,
+    "mamba2": _large_dt,
+    "gated_deltanet": _large_beta_gate_near_one,
+    "deltaproduct": _large_beta_gate_near_one,
+}
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ Adding a mixer: one file here with a registered :class:`~lrnn_lm.layers.base.Mix
 import line below (see README.md in this folder).
 """
 
-from . import attention, deltanet, mamba, mamba2  # noqa: F401  (each module registers its mixer)
+from . import attention, deltanet, deltaproduct, gated_deltanet, mamba, mamba2  # noqa: F401  (each registers its mixer)
 from .base import Mixer
 from .registry import MIXERS, get_mixer, register_mixer
 

@@ -19,6 +19,29 @@ def deltanet_beta(logits: torch.Tensor, eigval_range: str) -> torch.Tensor:
     return 2.0 * beta if _check(eigval_range) == "[-1,1]" else beta
 
 
+def negative_gate_error(eigval_range: str, negative_gate: bool) -> str | None:
+    """Why ``negative_gate`` cannot be used with ``eigval_range`` (None if it can): the signed gate is a
+    ``[-1,1]`` option, so a ``[0,1]`` model with it would not be a ``[0,1]`` model."""
+    if negative_gate and _check(eigval_range) != "[-1,1]":
+        return "negative_gate=True needs eigval_range='[-1,1]' (a signed gate gives negative eigenvalues)"
+    return None
+
+
+def gated_delta_alpha(decay: torch.Tensor, eigval_range: str, negative_gate: bool) -> torch.Tensor:
+    """Gated DeltaNet's gate ``alpha`` from ``decay = exp(-exp(A_log) * softplus(...))`` in (0, 1], in fp32.
+
+    Off (the default, and fla's convention in both ranges): ``alpha = decay`` in (0, 1]; the range only moves
+    ``beta`` (see :func:`deltanet_beta`). With ``negative_gate`` (``[-1,1]`` only): ``alpha = 2 decay - 1`` in
+    (-1, 1], so the eigenvalues ``alpha`` off ``k`` may be negative too. ``decay = 1`` stays ``alpha = 1``, which
+    keeps a padded step (``dt = 0``) the identity either way.
+    """
+    error = negative_gate_error(eigval_range, negative_gate)
+    if error is not None:
+        raise ValueError(error)
+    decay = decay.float()
+    return 2.0 * decay - 1.0 if negative_gate else decay
+
+
 def _check(eigval_range: str) -> str:
     if eigval_range not in ("[0,1]", "[-1,1]"):
         raise ValueError(f"eigval_range must be '[0,1]' or '[-1,1]', got {eigval_range!r}")
