@@ -12,6 +12,7 @@ import torch
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM
 from lrnn_lm.kernels.testing import rel_rmse
+from lrnn_lm.layers import get_mixer
 from lrnn_lm.layers.deltaproduct import householder_product_eigenvalues
 from lrnn_lm.layers.gates import gated_delta_alpha
 
@@ -207,3 +208,46 @@ def test_from_pretrained_without_importing_lrnn_lm(tmp_path, mixer):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.triton_interpret
+@pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1",
+    reason="fla's layers run their Triton kernels: TRITON_INTERPRET=1 python -m pytest -m triton_interpret "
+    "tests/test_gated_mixers.py",
+)
+@pytest.mark.parametrize("eigval_range", RANGES)
+@pytest.mark.parametrize("mixer,kw", [("gated_deltanet", {}), ("deltaproduct", {}), ("deltaproduct", {"gate": False})])
+def test_same_function_as_fla_layer(mixer, kw, eigval_range):
+    """Peer oracle: fla's GatedDeltaNet / GatedDeltaProduct with the same weights (fla's separate q/k/v convs
+    concatenated into our one conv; every other parameter has the same name) give the same output."""
+    pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed")
+    from fla.layers.gated_deltanet import GatedDeltaNet
+    from fla.layers.gated_deltaproduct import GatedDeltaProduct
+
+    from .kernels.triton_interpreter import interpreter_shims
+
+    d, H, K, neg, gate = 32, 2, 8, eigval_range == "[-1,1]", kw.get("gate", True)
+    shape = dict(hidden_size=d, expand_v=2, head_dim=K, num_heads=H, allow_neg_eigval=neg, layer_idx=0)
+    if mixer == "gated_deltanet":
+        peer = GatedDeltaNet(**shape)
+    else:
+        peer = GatedDeltaProduct(**shape, use_forget_gate=gate, num_householder=2)
+    with torch.no_grad():
+        for p in peer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    extra = {} if mixer == "gated_deltanet" else {"num_householder": 2, "use_forget_gate": gate}
+    config = LRNNConfig(
+        mixer=mixer, hidden_size=d, num_heads=H, head_dim=K, gdn_expand_v=2, num_hidden_layers=1, vocab_size=10,
+        eigval_range=eigval_range, **extra,
+    )  # fmt: skip
+    ours = get_mixer(mixer)(config, 0).eval()
+    weights = dict(peer.state_dict())
+    weights["conv.conv1d.weight"] = torch.cat([weights.pop(f"{n}_conv1d.weight") for n in "qkv"], 0)
+    ours.load_state_dict(weights, strict=True)
+    x = torch.randn(2, 11, d)
+    with interpreter_shims(), torch.no_grad():
+        # Eval mode, no grad and T <= 64: fla runs its fp32 fused_recurrent kernel.
+        expected = peer.eval()(x)[0]
+    with torch.no_grad():
+        assert rel_rmse(ours(x), expected) <= TOL
