@@ -251,3 +251,14 @@ def test_same_function_as_fla_layer(mixer, kw, eigval_range):
         expected = peer.eval()(x)[0]
     with torch.no_grad():
         assert rel_rmse(ours(x), expected) <= TOL
+
+
+def test_three_unsigned_householders_can_have_negative_real_parts():
+    """Documented in deltaproduct.py: [0,1] is sign-free for n_h <= 2 only; with three steps a complex pair can
+    have a negative real part (products of three PSD contractions)."""
+    torch.manual_seed(0)
+    k = torch.nn.functional.normalize(torch.randn(20000, 3, 4, dtype=torch.float64), dim=-1)
+    values = householder_product_eigenvalues(k, torch.rand(20000, 3, dtype=torch.float64))
+    assert values.real.min() < -0.01 and (values.abs() <= 1 + 1e-12).all()
+    two = householder_product_eigenvalues(k[:, :2], torch.rand(20000, 2, dtype=torch.float64))
+    assert (two.real >= 0).all() and (two.imag == 0).all()
