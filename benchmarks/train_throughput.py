@@ -64,6 +64,7 @@ def main() -> None:
             num_heads=EXPAND * HIDDEN // SSD_HEAD_DIM,
             head_dim=SSD_HEAD_DIM,
             n_groups=1,
+            tie_word_embeddings=True,  # as ours, so both have the same parameters
         )
     )
     common = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, intermediate_size=0)
