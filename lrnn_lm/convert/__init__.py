@@ -17,14 +17,36 @@ from ..modeling_lrnn import LRNNForCausalLM
 # model_type -> function(hf_config) -> (LRNNConfig kwargs, function(hf_state_dict) -> our state dict)
 Converter = Callable[[object], tuple[dict, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]]
 CONVERTERS: dict[str, Converter] = {}
+# model_type -> the transformers class a checkpoint folder is loaded with. Named explicitly, not looked up through
+# AutoModelForCausalLM: other packages (fla, once imported) register their own classes for "mamba" there.
+SOURCE_CLASSES: dict[str, str] = {}
 
 
-def register_converter(model_type: str):
+def register_converter(model_type: str, source_class: str):
+    """Register a converter for transformers' ``model_type``, whose checkpoints load as ``source_class``."""
+
     def register(fn: Converter) -> Converter:
         CONVERTERS[model_type] = fn
+        SOURCE_CLASSES[model_type] = source_class
         return fn
 
     return register
+
+
+def load_source(path: str):
+    """A local transformers checkpoint folder, loaded with the transformers class of its ``model_type``."""
+    import json
+    from pathlib import Path
+
+    import transformers
+
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path}: no config.json; expected a local transformers checkpoint folder")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type not in SOURCE_CLASSES:
+        raise ValueError(f"{config_file}: no converter for model_type {model_type!r}; available: {sorted(CONVERTERS)}")
+    return getattr(transformers, SOURCE_CLASSES[model_type]).from_pretrained(path)
 
 
 def convert_model(hf_model, **overrides) -> LRNNForCausalLM:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
-from . import convert_model
+from . import convert_model, load_source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
         "for fine-tuning into the signed range)",
     )
     args = parser.parse_args(argv)
-    hf_model = AutoModelForCausalLM.from_pretrained(args.src)
+    hf_model = load_source(args.src)
     model = convert_model(hf_model, eigval_range=args.eigval_range)
     model.save_pretrained(args.dst)
     try:

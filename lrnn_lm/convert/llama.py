@@ -32,7 +32,7 @@ def _rename(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-@register_converter("llama")
+@register_converter("llama", "LlamaForCausalLM")
 def llama(hf_config):
     rope = dict(getattr(hf_config, "rope_parameters", None) or {})
     if rope.get("rope_type", "default") != "default":

@@ -46,13 +46,13 @@ def _rename(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-@register_converter("mamba")
+@register_converter("mamba", "MambaForCausalLM")
 def mamba(hf_config):
     kwargs = _common(hf_config) | dict(mixer="mamba", dt_rank=int(hf_config.time_step_rank))
     return kwargs, _rename
 
 
-@register_converter("mamba2")
+@register_converter("mamba2", "Mamba2ForCausalLM")
 def mamba2(hf_config):
     limit = tuple(hf_config.time_step_limit)
     if limit != (0.0, float("inf")):
