@@ -140,11 +140,10 @@ def spectrum_markdown(spectra: dict[str, list[dict]]) -> str:
         for label, layers in spectra.items()
         for s in layers
     ]
-    note = (
-        "Mamba: gates a_t. DeltaNet: 1 - beta_t, the eigenvalue along k_t (the other head_dim - 1 eigenvalues "
-        "are 1 and are not counted)."
-    )
-    return "\n".join(["## Transition eigenvalues on text", "", note, "", *_table(header, rows)]) + "\n"
+    # What is counted, for the mixers that appear (each mixer class says it in ``eigenvalues_are``).
+    what = {s["mixer"]: s.get("what") for layers in spectra.values() for s in layers if s.get("what")}
+    notes = [f"- {mixer}: {text}" for mixer, text in what.items()]
+    return "\n".join(["## Transition eigenvalues on text", "", *notes, "", *_table(header, rows)]) + "\n"
 
 
 def plot_spectrum(spectra: dict[str, list[dict]], path: str | Path) -> Path:
