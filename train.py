@@ -32,7 +32,7 @@ from lrnn_lm.training import resume
 from lrnn_lm.training.batches import build_data, default_sources
 from lrnn_lm.training.config import ConfigError, RunConfig, load_config
 from lrnn_lm.training.data import DataError
-from lrnn_lm.training.evaluate import evaluate, unigram_baseline
+from lrnn_lm.training.evaluate import evaluate, evaluate_lengths, unigram_baseline
 from lrnn_lm.training.export import save_final
 from lrnn_lm.training.run_dir import MetricsLog, RunDirError
 from lrnn_lm.training.runtime import LaunchError, NonFiniteError, StopFlag, make_accelerator, mfu, nonfinite_groups
@@ -64,6 +64,18 @@ def batch_plan(cfg: RunConfig, world: int, row_len: int) -> int:
             f"processes = {per_micro}"
         )
     return cfg.train.tokens_per_step // per_micro
+
+
+def validate_all(model, data, accelerator) -> dict:
+    """Loss and accuracy on the validation batches, and for a task its accuracy on the validation stream at
+    lengths past training (``data.task.val_lengths``, the "val" split: the stream recipes are chosen on)."""
+    record = evaluate(model, data.validation, accelerator) if data.validation else {}
+    if data.long_validation:
+        task = data.task
+        record |= evaluate_lengths(model, data.long_validation, accelerator, task.answer_ids, task.chance)
+        per_length = ", ".join(f"{n}: {record[f'long_val_scaled_acc_{n}']:.3f}" for n in data.long_validation)
+        logger.info("long validation, scaled accuracy per length: %s", per_length)
+    return record
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -152,7 +164,10 @@ def main(argv: list[str] | None = None) -> dict:
         counters.tokens_seen += global_tokens
         dt = time.time() - t0
         progress.update(1)
-        progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{global_tokens / dt:.0f}")
+        postfix = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.2e}", "tok_s": f"{global_tokens / dt:.0f}"}
+        if last_val and "long_val_scaled_acc" in last_val:
+            postfix["long_val"] = f"{last_val['long_val_scaled_acc']:.3f}"  # scaled accuracy, mean over val_lengths
+        progress.set_postfix(**postfix)
         if step % cfg.train.log_every == 0 or step == 1 or not finite:
             rec = {"step": step, "tokens": counters.tokens_seen, "loss": loss_value, "lr": lr}
             rec |= {"grad_norm": float(grad_norm), "tokens_per_s": global_tokens / dt}
@@ -169,8 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
         timed_out = cfg.train.max_minutes is not None and time.time() - start_time > 60 * cfg.train.max_minutes
         last_step = step == cfg.train.max_steps or timed_out or bool(stop)
-        if data.validation and (step % cfg.train.eval_every == 0 or last_step):
-            last_val = evaluate(model, data.validation, accelerator)
+        if (data.validation or data.long_validation) and (step % cfg.train.eval_every == 0 or last_step):
+            last_val = validate_all(model, data, accelerator)
             log({"step": step, "tokens": counters.tokens_seen, **last_val})
         if step % cfg.checkpoint.every == 0 or last_step:
             if streak:

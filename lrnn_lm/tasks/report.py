@@ -58,7 +58,7 @@ def write_table(out: Path, results: dict) -> Path:
         lines.append(f"| {name} | " + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |")
     notes = [
         f"- {title}: lengths {', '.join(map(str, e['lengths']))}; {e['num']} sequences per length; "
-        f"test seed {e['seed']}; chance {e['chance']:.4g}"
+        f"{e.get('split', 'test')} split, seed {e['seed']}; chance {e['chance']:.4g}"
         for title, e in zip(titles, results.values())
     ]
     text = (

@@ -1,7 +1,8 @@
 """Training data for train.py behind one interface, for text sources and for state-tracking tasks alike.
 
 ``build_data`` returns a :class:`Data`: ``train`` yields micro-batches (``next_batch()``) and saves and restores
-its position (``state_dict`` / ``load_state_dict``); ``validation`` is a fixed list of batches.
+its position (``state_dict`` / ``load_state_dict``); ``validation`` is a fixed list of batches; for a task,
+``long_validation`` holds its validation stream at lengths past training (``data.task.val_lengths``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Data:
     tokenizer: object | None = None  # None for tasks: they feed token ids directly
     task: object | None = None
     sources: list[SourceConfig] = field(default_factory=list)
+    long_validation: dict[int, list[dict]] = field(default_factory=dict)  # tasks: {length: batches} past training
 
 
 def default_sources(cfg: RunConfig) -> None:
@@ -90,7 +92,9 @@ def build_data(cfg: RunConfig, rank: int, world: int, accelerator) -> Data:
         task = TaskBatches(cfg.data.task, rank, world, mb)
         validation = task.validation_batches(cfg.train.eval_batches)
         special = {"pad_token_id": task.task.pad_id}
-        return Data(task, validation, cfg.data.task.max_len, task.task.vocab_size, special, task=task.task)
+        data = Data(task, validation, cfg.data.task.max_len, task.task.vocab_size, special, task=task.task)
+        data.long_validation = task.long_validation_sets(mb)
+        return data
     with accelerator.main_process_first():  # the main process builds caches (corpus, tokenizer) first
         tokenizer = load_tokenizer(cfg)
     seed, seq_len, reset = cfg.train.seed, cfg.data.seq_len, cfg.data.reset_state_at_doc_boundary

@@ -41,6 +41,11 @@ class TaskConfig:
     max_len: int = 40
     seed: int = 0
     options: dict = field(default_factory=dict)
+    # Validation at lengths past training, scored every train.eval_every: val_num sequences per length from the
+    # task's held-out "val" split stream with its own seed (never the "test" stream). [] turns it off.
+    val_lengths: list[int] = field(default_factory=lambda: [64, 128])
+    val_seed: int = 4242
+    val_num: int = 256
 
 
 @dataclass
@@ -289,6 +294,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"data.task.min_len: need 1 <= min_len <= max_len, got {cfg.data.task}")
         if cfg.data.sources:
             raise ConfigError("data.task: cannot be combined with data.sources")
+        if any(n < 1 for n in cfg.data.task.val_lengths) or cfg.data.task.val_num < 1:
+            raise ConfigError(f"data.task.val_lengths / val_num: need values >= 1, got {cfg.data.task}")
     if cfg.overwrite != "no" and cfg.resume != "none":
         raise ConfigError(f"overwrite: --overwrite={cfg.overwrite} starts a fresh run; it cannot go with --resume")
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():

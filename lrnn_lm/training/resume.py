@@ -85,6 +85,9 @@ SAFE_TO_CHANGE = (
     "train.log_every",
     "train.threads",
     "train.max_consecutive_nonfinite",
+    "data.task.val_lengths",  # the long-length validation stream is scored, never trained on
+    "data.task.val_seed",
+    "data.task.val_num",
     "checkpoint.every",
     "checkpoint.keep_last",
     "logging",

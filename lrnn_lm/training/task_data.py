@@ -54,3 +54,27 @@ class TaskBatches:
             idx = [self.rank + self.world_size * (b * self.batch_size + j) for j in range(self.batch_size)]
             batches.append(collate([self._example(i, "val") for i in idx], self.task.pad_id))
         return batches
+
+    def long_validation_sets(self, batch_size: int) -> dict[int, list[dict]]:
+        """``{length: batches}``: the validation stream past training, ``cfg.val_num`` sequences per length of
+        ``cfg.val_lengths``, example ``i`` being ``task.example(cfg.val_seed, i, length, split="val")``.
+
+        Process ``rank`` takes indices ``rank, rank + world, ...``; every process gets the same number of rows
+        (a collective forward needs equal batch counts), and rows past ``val_num`` carry no labels, so the
+        summed counts cover each example exactly once.
+        """
+        from ..tasks import IGNORE_INDEX, collate
+
+        per_rank = -(-self.cfg.val_num // self.world_size)
+        sets = {}
+        for length in self.cfg.val_lengths:
+            rows = []
+            for i in range(per_rank):
+                index = self.rank + self.world_size * i
+                example = self.task.example(self.cfg.val_seed, min(index, self.cfg.val_num - 1), length, split="val")
+                if index >= self.cfg.val_num:  # a filler row: same shape, nothing to score
+                    example = type(example)(example.input_ids, [IGNORE_INDEX] * len(example.labels))
+                rows.append(example)
+            starts = range(0, len(rows), batch_size)
+            sets[length] = [collate(rows[s : s + batch_size], self.task.pad_id) for s in starts]
+        return sets
