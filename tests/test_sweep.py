@@ -1,0 +1,88 @@
+"""The sweep command end to end on a tiny grid, its skipping of finished work, and train.py's validation stream
+(the "val" split at lengths past training)."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from lrnn_lm.tasks import IGNORE_INDEX, get_task
+from lrnn_lm.tasks.sweep import load_sweep, main
+from lrnn_lm.training.config import TaskConfig
+from lrnn_lm.training.task_data import TaskBatches
+
+from .training_utils import ROOT
+
+TINY = ROOT / "configs" / "sweeps" / "tiny_test.yaml"
+
+
+def test_validation_stream_is_the_val_split_with_its_own_seed():
+    cfg = TaskConfig(name="parity", min_len=3, max_len=8, seed=0, val_lengths=[12, 16], val_num=5, val_seed=4242)
+    task = get_task("parity")
+    shards = [TaskBatches(cfg, rank, 2, batch_size=2).long_validation_sets(batch_size=2) for rank in range(2)]
+    for length in (12, 16):
+        # Rank r holds indices r, r + 2, ...; both ranks run the same number of rows (3), and the filler row
+        # (index 5 on rank 1) has no labels.
+        rows = {}
+        for rank, sets in enumerate(shards):
+            ids = [row for batch in sets[length] for row in batch["input_ids"].tolist()]
+            labels = [row for batch in sets[length] for row in batch["labels"].tolist()]
+            assert len(ids) == 3
+            for i, (x, y) in enumerate(zip(ids, labels)):
+                if any(v != IGNORE_INDEX for v in y):
+                    rows[rank + 2 * i] = x
+        assert sorted(rows) == [0, 1, 2, 3, 4]
+        val = [task.example(4242, i, length, split="val").input_ids for i in range(5)]
+        test = [task.example(4242, i, length, split="test").input_ids for i in range(5)]
+        assert [rows[i] for i in range(5)] == val
+        assert val != test  # the validation stream is not the test stream, even at the same seed
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_then_skips_everything(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    sweep = load_sweep(TINY, str(out))
+    assert len(sweep.runs) == 4  # 2 models x 2 ranges x 1 seed
+
+    assert main([str(TINY), "--out-root", str(out), "--jobs", "2"]) == 0
+    first = capsys.readouterr().out
+    assert len(re.findall(r"\] start ", first)) == 4 and len(re.findall(r"\] done ", first)) == 4, first
+
+    results = json.loads((out / "results.json").read_text())
+    cells = results["tasks"]["parity"]["cells"]
+    assert set(cells) == {"DeltaNet [-1,1]", "DeltaNet [0,1]", "Mamba [-1,1]", "Mamba [0,1]"}
+    for cell in cells.values():
+        assert set(cell["runs"]) == {"0"} and cell["runs"]["0"]["status"] == "trained"
+        assert set(cell["test"]["per_length"]) == {"8", "16", "32"} and set(cell["val"]["per_length"]) == {"12", "16"}
+        assert cell["test"]["best"] == cell["test"]["mean"] == cell["runs"]["0"]["test"]["mean_scaled_acc"]
+        assert cell["test"]["n"] == 1 and cell["test"]["std"] is None
+    table = (out / "table.md").read_text()
+    for cell in cells:
+        assert f"| {cell} |" in table
+    assert "| model | parity |" in table and "best of the seeds" in table
+    assert (out / "parity.png").stat().st_size > 1000
+
+    # train.py logged its validation stream (val split, lengths 12 and 16) at every evaluation.
+    run_dir = out / "parity" / "deltanet_neg_s0"
+    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "long_val_acc" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all({"long_val_scaled_acc", "long_val_acc_12", "long_val_scaled_acc_16"} <= set(r) for r in evals)
+
+    # A second run trains nothing, evaluates nothing, and writes the same results.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "logs" not in p.parts}
+    assert main([str(TINY), "--out-root", str(out), "--jobs", "2"]) == 0
+    second = capsys.readouterr().out
+    assert " start " not in second and " resume " not in second and " eval " not in second, second
+    assert len(re.findall(r"\] skip ", second)) == 4, second
+    changed = [p for p, t in stamps.items() if p.stat().st_mtime_ns != t]
+    assert {p.name for p in changed} <= {"results.json", "table.md", "parity.png"}, changed
+    again = json.loads((out / "results.json").read_text())
+    assert again["tasks"]["parity"]["cells"]["Mamba [0,1]"]["test"] == cells["Mamba [0,1]"]["test"]
+
+    # A run whose final weights are gone is resumed from its checkpoint (not restarted), the rest skipped.
+    shutil.rmtree(run_dir / "final")
+    (run_dir / "summary.json").unlink()
+    assert main([str(TINY), "--out-root", str(out), "--jobs", "1"]) == 0
+    third = capsys.readouterr().out
+    assert len(re.findall(r"\] resume ", third)) == 1 and len(re.findall(r"\] skip ", third)) == 3, third
