@@ -137,7 +137,7 @@ def write_plots(out: Path, results: dict) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         lo, hi = entry["train_lengths"]
         ax.axvspan(lo, hi, color="grey", alpha=0.15, label=f"training lengths {lo}-{hi}")
-        lowest = 0.0
+        lowest, ticks = 0.0, {lo, hi}
         for i, (cell, stats) in enumerate(entry["cells"].items()):
             s = stats.get(split)
             if s is None:
@@ -147,9 +147,11 @@ def write_plots(out: Path, results: dict) -> list[Path]:
             style = {"marker": "osD^v"[i % 5], "ls": ("-", "--", ":", "-.")[i % 4]}
             (line,) = ax.plot(x, [r["mean"] for r in rows], label=f"{cell} (n={s['n']})", **style)
             ax.fill_between(x, [r["min"] for r in rows], [r["max"] for r in rows], color=line.get_color(), alpha=0.2)
-            lowest = min(lowest, *(r["min"] for r in rows))
+            lowest, ticks = min(lowest, *(r["min"] for r in rows)), ticks | set(x)
         ax.axhline(0.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])  # the lengths themselves, not powers of 10
         title = f"{COLUMN_TITLES.get(label, label)} ({split} split; band: seed min-max)"
         ax.set(xlabel="length (log scale)", ylabel="scaled accuracy", title=title, ylim=(lowest - 0.1, 1.05))
         ax.legend(fontsize=7)
