@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import traceback
 from collections.abc import Callable
@@ -253,21 +252,13 @@ def time_gated_delta(
 
 
 def cuda_timer(repeats: int, warmup: int = 3) -> Callable[[Callable[[], object]], float]:
-    """Median seconds of ``fn`` over ``repeats`` runs, each timed with CUDA events after ``warmup`` runs."""
+    """Median seconds of ``fn`` over ``repeats`` CUDA-event-timed runs after ``warmup`` runs (gpu_check's loop)."""
+    # Imported here: this runs only from main(), as a script beside gpu_check.py; the CPU rehearsals load this
+    # file by path and pass their own timer.
+    from gpu_check import cuda_median_ms
 
-    def timer(fn: Callable[[], object]) -> float:
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return statistics.median(times)
+    def timer(fn) -> float:
+        return cuda_median_ms(fn, repeats, warmup)["median_ms"] / 1e3
 
     return timer
 

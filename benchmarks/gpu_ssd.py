@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import sys
 import traceback
 from collections.abc import Callable
@@ -156,21 +155,13 @@ def time_ssd(device, timer: Callable[[Callable[[], None]], float], *, backend: s
 
 
 def cuda_timer(repeats: int = 20, warmup: int = 3) -> Callable[[Callable[[], None]], float]:
-    """Median seconds of ``fn`` over ``repeats`` CUDA-event-timed runs after ``warmup`` runs."""
+    """Median seconds of ``fn`` over ``repeats`` CUDA-event-timed runs after ``warmup`` runs (gpu_check's loop)."""
+    # Imported here: this runs only from main(), as a script beside gpu_check.py; the CPU rehearsals load this
+    # file by path and pass their own timer.
+    from gpu_check import cuda_median_ms
 
-    def timer(fn: Callable[[], None]) -> float:
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return statistics.median(times)
+    def timer(fn) -> float:
+        return cuda_median_ms(fn, repeats, warmup)["median_ms"] / 1e3
 
     return timer
 
