@@ -61,6 +61,28 @@ class Mixer(nn.Module):
         """``[batch, T, ...]`` fp32: the transition eigenvalues this mixer uses on its input ``hidden``."""
         raise NotImplementedError(f"{type(self).__name__} has no state transitions")
 
+    def read_cache(self, cache, conv: nn.Module | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(conv window, recurrent state)`` this layer left in ``cache``: both None without a cache, and no
+        window for a layer without a short conv."""
+        if cache is None:
+            return None, None
+        history = cache.get_conv_state(self.layer_idx) if conv is not None else None
+        return history, cache.get_recurrent_state(self.layer_idx)
+
+    def write_conv_input(self, cache, conv_in: torch.Tensor, conv: nn.Module | None) -> None:
+        """Record the conv input ``[batch, T, channels]`` of this step in ``cache`` (if any)."""
+        if cache is None:
+            return
+        # transformers marks a linear-attention cache layer as holding state only through update_conv_state, so a
+        # conv-less layer records a width-1 window too; without it the next step would start from zero.
+        width = conv.kernel_size if conv is not None else 1
+        cache.update_conv_state(conv_in.transpose(1, 2), self.layer_idx, conv_kernel_size=width)
+
+    def write_state(self, cache, state: torch.Tensor | None) -> None:
+        """Store the fp32 recurrent state after this step in ``cache`` (if any)."""
+        if cache is not None:
+            cache.update_recurrent_state(state, self.layer_idx)
+
     def forward(
         self,
         hidden: torch.Tensor,

@@ -98,14 +98,9 @@ class DeltaNetMixer(Mixer):
         return q, k, v, beta, conv_in
 
     def forward(self, hidden: torch.Tensor, cache=None, mask: torch.Tensor | None = None, cu_seqlens=None):
-        conv_history = cache.get_conv_state(self.layer_idx) if cache is not None and self.conv is not None else None
-        state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
+        conv_history, state = self.read_cache(cache, self.conv)
         q, k, v, beta, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
-        if cache is not None:
-            # transformers marks a linear-attention cache layer as holding state only through update_conv_state,
-            # so a conv-less layer records a width-1 window too; without it the next step would start from zero.
-            width = self.conv.kernel_size if self.conv is not None else 1
-            cache.update_conv_state(conv_in.transpose(1, 2), self.layer_idx, conv_kernel_size=width)
+        self.write_conv_input(cache, conv_in, self.conv)
         o, final = delta_rule(
             q,
             k,
@@ -116,8 +111,7 @@ class DeltaNetMixer(Mixer):
             cu_seqlens=cu_seqlens,
             backend=self.config.kernel_backend,
         )
-        if cache is not None:
-            cache.update_recurrent_state(final, self.layer_idx)
+        self.write_state(cache, final)
         gate = None
         if self.g_proj is not None:
             gate = self.g_proj(hidden).reshape(*o.shape)

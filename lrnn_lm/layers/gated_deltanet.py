@@ -195,17 +195,11 @@ class GatedDeltaNetMixer(Mixer):
         )
 
     def forward(self, hidden: torch.Tensor, cache=None, mask: torch.Tensor | None = None, cu_seqlens=None):
-        conv_history = cache.get_conv_state(self.layer_idx) if cache is not None and self.conv is not None else None
-        state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
+        conv_history, state = self.read_cache(cache, self.conv)
         q, k, v, beta, alpha, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
-        if cache is not None:
-            # transformers marks a linear-attention cache layer as holding state only through update_conv_state,
-            # so a conv-less layer records a width-1 window too; without it the next step would start from zero.
-            width = self.conv.kernel_size if self.conv is not None else 1
-            cache.update_conv_state(conv_in.transpose(1, 2), self.layer_idx, conv_kernel_size=width)
+        self.write_conv_input(cache, conv_in, self.conv)
         o, final = self.run_kernel(q, k, v, beta, alpha, state, cache is not None, cu_seqlens)
-        if cache is not None:
-            cache.update_recurrent_state(final, self.layer_idx)
+        self.write_state(cache, final)
         gate = self.g_proj(hidden).reshape(*o.shape)
         o = self.o_norm(o, gate).reshape(*hidden.shape[:2], -1)
         return self.o_proj(o.to(hidden.dtype))

@@ -111,11 +111,9 @@ class MambaMixer(Mixer):
         return x, dt, B, C, z, conv_in
 
     def forward(self, hidden: torch.Tensor, cache=None, mask: torch.Tensor | None = None, cu_seqlens=None):
-        conv_history = cache.get_conv_state(self.layer_idx) if cache is not None else None
-        state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
+        conv_history, state = self.read_cache(cache, self.conv)
         x, dt, B, C, z, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
-        if cache is not None:
-            cache.update_conv_state(conv_in.transpose(1, 2), self.layer_idx, conv_kernel_size=self.conv.kernel_size)
+        self.write_conv_input(cache, conv_in, self.conv)
         y, final = selective_scan(
             x,
             dt,
@@ -130,6 +128,5 @@ class MambaMixer(Mixer):
             cu_seqlens=cu_seqlens,
             backend=self.config.kernel_backend,
         )
-        if cache is not None:
-            cache.update_recurrent_state(final, self.layer_idx)
+        self.write_state(cache, final)
         return self.out_proj(y.to(hidden.dtype))

@@ -137,11 +137,9 @@ class Mamba2Mixer(Mixer):
         return z, x, B, C, dt, conv_in
 
     def forward(self, hidden: torch.Tensor, cache=None, mask: torch.Tensor | None = None, cu_seqlens=None):
-        conv_history = cache.get_conv_state(self.layer_idx) if cache is not None else None
-        state = cache.get_recurrent_state(self.layer_idx) if cache is not None else None
+        conv_history, state = self.read_cache(cache, self.conv)
         z, x, B, C, dt, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
-        if cache is not None:
-            cache.update_conv_state(conv_in.transpose(1, 2), self.layer_idx, conv_kernel_size=self.conv.kernel_size)
+        self.write_conv_input(cache, conv_in, self.conv)
         y, final = ssd(
             x,
             dt,
@@ -155,7 +153,6 @@ class Mamba2Mixer(Mixer):
             cu_seqlens=cu_seqlens,
             backend=self.config.kernel_backend,
         )
-        if cache is not None:
-            cache.update_recurrent_state(final, self.layer_idx)
+        self.write_state(cache, final)
         y = self.norm(y.reshape(*hidden.shape[:2], self.d_inner), z)
         return self.out_proj(y.to(hidden.dtype))
