@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from .fla_compat import GATED_FLA_OPS, gated_backward_refusal
+
 logger = logging.getLogger("lrnn_lm.kernels")
 
 BACKENDS = ("auto", "triton", "chunk", "naive")
@@ -27,13 +29,23 @@ def triton_usable(device: torch.device) -> bool:
 def resolve_backend(op: str, backend: str, device: torch.device) -> str:
     """Map ``backend`` to a concrete one for tensors on ``device``.
 
-    ``auto`` is decided by the device only (Triton on CUDA, chunk elsewhere), never by the
-    sequence length or by train versus eval, so a run uses one algorithm throughout.
+    ``auto`` is decided by the device and the installed software only (Triton on CUDA, chunk elsewhere, and
+    chunk for fla's gated ops where fla refuses their backward: :mod:`.fla_compat`), never by the sequence length
+    or by train versus eval, so a run uses one algorithm throughout. An explicit ``triton`` is kept there: its
+    forward runs, and fla's own error names the fault at the first backward.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} for {op}; choose one of {BACKENDS}")
     if backend == "auto":
         chosen = "triton" if device.type == "cuda" and triton_usable(device) else "chunk"
+        refusal = gated_backward_refusal(device) if chosen == "triton" and op in GATED_FLA_OPS else None
+        if refusal is not None:
+            # decided by the installed software and the device, as above: the run still uses one algorithm
+            chosen = "chunk"
+            key = (op, backend, "refused")
+            if key not in _logged:
+                _logged.add(key)
+                logger.warning("%s: backend='auto' uses 'chunk', not 'triton': %s", op, refusal)
     else:
         chosen = backend
     if chosen == "triton" and not triton_usable(device):

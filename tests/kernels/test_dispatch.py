@@ -106,3 +106,47 @@ def test_every_op_has_a_naive_reference_and_a_public_function():
     for op in kernels.ops():
         assert "naive" in kernels.backends_of(op), op
         assert callable(getattr(kernels, op)), f"lrnn_lm.kernels.{op} is not exported"
+
+
+# fla refuses its gated chunk backward on Hopper with Triton 3.4.0 to 3.7.0 (seen on the lent H200, triton 3.6.0)
+@pytest.mark.parametrize(
+    "triton_version,capability,tilelang,refused",
+    [
+        ("3.6.0", (9, 0), False, True),
+        ("3.4.0", (9, 0), False, True),
+        ("3.7.0+git1234", (9, 0), False, True),
+        ("3.7.1", (9, 0), False, False),
+        ("3.9.0", (9, 0), False, False),
+        ("3.3.1", (9, 0), False, False),
+        ("3.6.0", (8, 0), False, False),  # A100: not affected
+        ("3.6.0", (9, 0), True, False),  # tilelang installed: fla runs that kernel in TileLang
+    ],
+)
+def test_fla_gated_backward_refusal(triton_version, capability, tilelang, refused):
+    from lrnn_lm.kernels.fla_compat import gated_backward_refusal
+
+    why = gated_backward_refusal(
+        torch.device("cuda", 0), triton_version=triton_version, capability=capability, tilelang=tilelang
+    )
+    assert (why is not None) == refused
+    if refused:
+        assert triton_version in why and "#640" in why and "requirements.txt" in why
+    assert gated_backward_refusal(torch.device("cpu")) is None
+
+
+def test_auto_avoids_a_refused_fla_backward_and_says_why(caplog, monkeypatch):
+    reason = "fla's gated chunk backward refuses Triton 3.6.0 (test)"
+    monkeypatch.setattr(backend_mod, "gated_backward_refusal", lambda device: reason)
+    monkeypatch.setattr(backend_mod, "triton_usable", lambda device: True)
+    monkeypatch.setattr(backend_mod, "_logged", set())
+    cuda = torch.device("cuda", 0)
+    with caplog.at_level(logging.INFO, logger="lrnn_lm.kernels"):
+        for op in ("ssd", "gated_delta_rule", "delta_product"):
+            assert backend_mod.resolve_backend(op, "auto", cuda) == "chunk"
+            assert backend_mod.resolve_backend(op, "auto", cuda) == "chunk"  # the same choice every call
+            assert backend_mod.resolve_backend(op, "triton", cuda) == "triton"  # explicit stays explicit
+        # ungated ops keep Triton
+        assert backend_mod.resolve_backend("delta_rule", "auto", cuda) == "triton"
+        assert backend_mod.resolve_backend("selective_scan", "auto", cuda) == "triton"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3 and all(reason in w for w in warnings)
