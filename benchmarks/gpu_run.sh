@@ -13,8 +13,14 @@
 #    the GPU, and runs gpu_validate.py with BUDGET_S (default 420 s; with the machine's start and the installs about
 #    9 of a session's 15 device minutes, leaving a short rerun's worth). Files: $OUT/gpu_validate.json,
 #    $OUT/gpu_validate.md (targets beside measured values), $OUT/gpu_run.log. The summary is also printed last.
-#    A rerun of what failed or was skipped, e.g.:
+#    A rerun of what failed or was skipped, e.g. (ONLY: fnmatch patterns over SECTION/ITEM; WEIGHTS: budget shares):
 #        SECTIONS=kernel_timing,train_throughput BUDGET_S=150 bash benchmarks/gpu_run.sh
+#        ONLY='kernel_correctness/ssd/triton,kernel_timing/ssd*' WEIGHTS=kernel_correctness=0.6 bash benchmarks/gpu_run.sh
+# Triton's cache (compiled kernels and fla's autotuning results) comes back as $OUT/triton_cache.tgz (when under
+# 16 MB) and is restored from .whl/triton_cache.tgz when carried: on a fresh H200 compiling and autotuning fla's
+# kernels took most of the budget (about 55 s for DeltaNet's, 100 s for the SSD forward). Before the next call:
+#        cp /work/.device/N/triton_cache.tgz .whl/
+# It only helps on the same image (the cache is keyed by Triton version, GPU and kernel source).
 # On any other CUDA machine with `pip install -r requirements.txt` done, the same command works (.whl/ is optional).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +47,12 @@ SECTIONS="${SECTIONS:-environment,kernel_correctness,kernel_timing,train_through
 mkdir -p "$OUT"
 rm -f /tmp/gpu_validate_rc
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/triton_cache}"
 {
+  if [[ -f .whl/triton_cache.tgz ]]; then
+    mkdir -p "$TRITON_CACHE_DIR" && tar xzf .whl/triton_cache.tgz -C "$TRITON_CACHE_DIR" \
+      && echo "gpu_run: restored Triton's cache ($(du -sh "$TRITON_CACHE_DIR" | cut -f1)) from .whl/triton_cache.tgz"
+  fi
   echo "gpu_run: $(date -u +%FT%TZ) $(uname -m) $(python3 --version 2>&1)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
   if compgen -G ".whl/*.whl" > /dev/null; then
@@ -59,8 +70,16 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHO
 transformers.__version__, 'lrnn_lm from', lrnn_lm.__file__)"
   # shellcheck disable=SC2086  # EXTRA_ARGS (e.g. "--rehearse" to try this script on a CPU) is split on purpose
   python3 benchmarks/gpu_validate.py --out "$OUT" --budget-s "$BUDGET_S" --sections "$SECTIONS" ${EXTRA_ARGS:-} \
-    --work /tmp/gpu_validate_work
+    --only "${ONLY:-}" --weights "${WEIGHTS:-}" --work /tmp/gpu_validate_work
   echo $? > /tmp/gpu_validate_rc
   echo "gpu_run: gpu_validate exit status $(cat /tmp/gpu_validate_rc) (0: no section failed)"
+  if [[ -d "$TRITON_CACHE_DIR" ]]; then
+    tar czf /tmp/triton_cache.tgz -C "$TRITON_CACHE_DIR" . 2> /dev/null
+    if (($(stat -c %s /tmp/triton_cache.tgz) < 16000000)); then
+      cp /tmp/triton_cache.tgz "$OUT/" && echo "gpu_run: Triton's cache saved as \$OUT/triton_cache.tgz"
+    else
+      echo "gpu_run: Triton's cache is over 16 MB compressed; not saved"
+    fi
+  fi
 } 2>&1 | tee "$OUT/gpu_run.log"
 exit "$(cat /tmp/gpu_validate_rc 2> /dev/null || echo 1)"

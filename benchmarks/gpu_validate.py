@@ -35,6 +35,7 @@ nothing; the structure, the code paths and the files are the point (tests/test_g
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import gc
 import importlib.metadata
 import importlib.util
@@ -68,6 +69,9 @@ WEIGHTS = {
     "multi_gpu": 0.15,
 }
 MIN_SECTION_S = {"gpu": 15.0, "rehearsal": 1.0}  # below this a section is not started
+# ... except these, which take seconds: their share is never less than this (seen 2026-11-30: a 420 s budget with
+# proportional shares gave the environment 13 s, under the minimum, and skipped it).
+FLOOR_S = {"environment": 20.0}
 KILL_GRACE_S = {"gpu": 20.0, "rehearsal": 60.0}  # a child past its deadline + this is killed
 JSON_NAME, MD_NAME, LOG_NAME = "gpu_validate.json", "gpu_validate.md", "gpu_validate_sections.log"
 
@@ -97,6 +101,7 @@ TINY_SHAPES = {
 # Relative-RMSE bars for ssd in bf16 (check_ssd reports errors only): the chunk backend computes in fp32 and
 # rounds once (one bf16 ulp is 3.9e-3); fla's kernels under the Triton backend keep intermediates in bf16.
 SSD_TOL_BF16 = {"chunk": 1e-2, "triton": 2e-2}
+GATED_FLA_MIXERS = ("mamba2", "gated_deltanet", "deltaproduct")  # their ops run fla's gated chunk kernels
 TRAIN_CONFIGS = ("deltanet_340m_neg", "deltanet_340m_pos", "mamba_370m_neg", "mamba_370m_pos")
 TRAIN_CONFIGS_OPTIONAL = ("mamba2_370m_neg", "mamba2_370m_pos")
 BIG_CONFIGS = ("deltanet_1.3b_neg", "deltanet_1.3b_pos")
@@ -142,6 +147,8 @@ class Ctx:
     work: Path
     repeats: int
     record_path: Path
+    section: str = ""
+    only: tuple[str, ...] = ()  # fnmatch patterns over "section/item"; empty: every item
     items: dict = field(default_factory=dict)
 
     @property
@@ -178,7 +185,9 @@ class Ctx:
         """Run ``fn`` unless its estimate no longer fits; record ``{"status", "seconds", ...}`` under ``name``.
 
         ``fn`` returns a dict; its ``status`` (``ok`` when absent) may be ``skipped: ...`` or ``failed: ...``."""
-        if self.left() < est_s:
+        if not selected(f"{self.section}/{name}", self.only):
+            self.items[name] = {"status": "skipped: not selected (--only)"}
+        elif self.left() < est_s:
             left = max(self.left(), 0.0)
             self.items[name] = {"status": f"skipped: budget (needs ~{est_s:.0f} s, {left:.0f} s left in the section)"}
         else:
@@ -198,6 +207,11 @@ class Ctx:
             torch.cuda.empty_cache()
         self.flush()
         return self.items[name]
+
+
+def selected(path: str, only: tuple[str, ...]) -> bool:
+    """Whether ``section/item`` is selected by ``--only`` (fnmatch patterns; none given: everything)."""
+    return not only or any(fnmatch.fnmatchcase(path, pattern) for pattern in only)
 
 
 def _versions() -> dict:
@@ -373,16 +387,29 @@ def check_gated_and_product(ctx: Ctx, backend: str) -> dict:
     mod = _load_bench("gpu_gated_delta")
     if mod is None:
         return {"status": "skipped: missing benchmarks/gpu_gated_delta.py"}
+    if refused := _fla_refusal(ctx, backend):
+        return refused
     run_as, note = _stand_in(ctx, backend, "gated_delta_rule")
     res = mod.check_gated_delta(ctx.device, torch.bfloat16, backend=run_as, shape=ctx.shape("gated_check"))
     cases = {k: v for k, v in res.items() if isinstance(v, dict) and "rel_rmse" in v}
     return _verdict(cases, {"shape": res.get("shape"), "dtype": res.get("dtype"), **note})
 
 
+def _fla_refusal(ctx: Ctx, backend: str) -> dict | None:
+    """A skip record when fla will refuse its gated backward here (kernels/fla_compat.py): 100 s of the second
+    H200 run went into compiling the forward before fla's RuntimeError at the first backward."""
+    from lrnn_lm.kernels.fla_compat import gated_backward_refusal
+
+    why = gated_backward_refusal(ctx.device) if ctx.cuda and backend == "triton" else None
+    return {"status": f"skipped: environment: {why}"} if why else None
+
+
 def check_ssd_op(ctx: Ctx, backend: str) -> dict:
     mod = _load_bench("gpu_ssd")
     if mod is None:
         return {"status": "skipped: missing benchmarks/gpu_ssd.py"}
+    if refused := _fla_refusal(ctx, backend):
+        return refused
     run_as, note = _stand_in(ctx, backend, "ssd")
     res = mod.check_ssd(ctx.device, torch.bfloat16, backend=run_as, shape=ctx.shape("ssd_check"))
     tol = SSD_TOL_BF16[run_as]
@@ -402,9 +429,11 @@ OP_CHECKS: dict[str, tuple[str, Callable[[Ctx, str], dict]]] = {
     "delta_product": ("gated_delta_rule+delta_product", check_gated_and_product),
     "ssd": ("ssd", check_ssd_op),
 }
-# Rough GPU seconds per item (naive token loops at T 2048 dominate; first Triton compiles included).
-# Lower bounds: an item is started when this much is left; the section's hard limit is the backstop.
-CHECK_EST_S = {"selective_scan": 15, "delta_rule": 15, "gated_delta_rule+delta_product": 25, "ssd": 20}
+# Rough GPU seconds per item, first Triton compiles and fla's autotuning included (they dominate on a fresh
+# machine). First H200 run (2026-11-30): selective_scan/triton 25 s; delta_rule/triton not done after 115 s, its
+# kernels being compiled and autotuned; fla's DeltaNet kernels took about 55 s in a model's first step. Lower
+# bounds: an item is started when this much is left; the section's hard limit is the backstop.
+CHECK_EST_S = {"selective_scan": 25, "delta_rule": 60, "gated_delta_rule+delta_product": 90, "ssd": 60}
 CHECK_ORDER = ("selective_scan", "delta_rule", "ssd", "gated_delta_rule+delta_product")
 
 
@@ -466,6 +495,8 @@ def section_kernel_timing(ctx: Ctx) -> None:
         mod = _load_bench("gpu_ssd")
         if mod is None:
             return {"status": "skipped: missing benchmarks/gpu_ssd.py"}
+        if refused := _fla_refusal(ctx, fla_backend):
+            return refused
         res = mod.time_ssd(ctx.device, ctx.timer_s(), backend=fla_backend, shape=ctx.shape("ssd_time"))
         return {**res, **fla_note}
 
@@ -473,6 +504,8 @@ def section_kernel_timing(ctx: Ctx) -> None:
         mod = _load_bench("gpu_gated_delta")
         if mod is None:
             return {"status": "skipped: missing benchmarks/gpu_gated_delta.py"}
+        if refused := _fla_refusal(ctx, fla_backend):
+            return refused
         res = mod.time_gated_delta(ctx.device, ctx.timer_s(), backend=fla_backend, shape=ctx.shape("gated_time"))
         return {**res, **fla_note}
 
@@ -550,16 +583,23 @@ def _measure_steps(ctx: Ctx, model: torch.nn.Module, micro_batch: int, T: int, v
 
 
 def _with_oom_retry(ctx: Ctx, build: Callable[[], torch.nn.Module], micro_batch: int, T: int, vocab: int) -> dict:
-    """Measure at ``micro_batch``; on CUDA OOM once more at half of it (recorded)."""
-    try:
-        return _measure_steps(ctx, build(), micro_batch, T, vocab)
-    except torch.cuda.OutOfMemoryError as e:
-        error = str(e).splitlines()[0]
-    # Outside the except block: the failed attempt's frames (model, optimizer, activations) are gone now.
-    gc.collect()
-    torch.cuda.empty_cache()
-    out = _measure_steps(ctx, build(), max(1, micro_batch // 2), T, vocab)
-    out["oom_at_micro_batch"] = {"micro_batch": micro_batch, "error": error}
+    """Measure at ``micro_batch``; on CUDA OOM again at half of it, down to 1 (each OOM recorded). Seen on the
+    H200: transformers' Mamba-2 on its torch path ran out of 139 GiB at 16 and at 8 x 2048 tokens (370M)."""
+    ooms = []
+    while True:
+        try:
+            out = _measure_steps(ctx, build(), micro_batch, T, vocab)
+            break
+        except torch.cuda.OutOfMemoryError as e:
+            if micro_batch <= 1:
+                raise
+            ooms.append({"micro_batch": micro_batch, "error": str(e).splitlines()[0]})
+        # Outside the except block: the failed attempt's frames (model, optimizer, activations) are gone now.
+        gc.collect()
+        torch.cuda.empty_cache()
+        micro_batch //= 2
+    if ooms:
+        out["oom_at_micro_batch"] = ooms
     return out
 
 
@@ -591,8 +631,12 @@ def section_train_throughput(ctx: Ctx) -> None:
         def run() -> dict:
             model, mb, T = shapes(cfg)
             vocab = model.get("vocab_size", 32000)
+            note = {}
+            refused = _fla_refusal(ctx, "triton") if model["mixer"] in GATED_FLA_MIXERS else None
+            if refused:  # backend auto runs chunk for the gated ops here (kernels/backend.py): say so beside it
+                note["backend_note"] = "auto ran 'chunk' for the gated ops, " + refused["status"]
             out = _with_oom_retry(ctx, _built(LRNNForCausalLM, LRNNConfig(**model)), mb, T, vocab)
-            return {"mixer": model["mixer"], "eigval_range": model["eigval_range"], "model": model, **out}
+            return {"mixer": model["mixer"], "eigval_range": model["eigval_range"], "model": model, **note, **out}
 
         return run
 
@@ -698,7 +742,8 @@ def section_train_throughput(ctx: Ctx) -> None:
         if configs[name] is None:
             ctx.items[name] = {"status": f"failed: configs/train/{name}.yaml is missing"}
         else:
-            plan.append((name, est(20), ours(configs[name])))
+            # the first DeltaNet step compiles and autotunes fla's kernels: 55 s of the first H200 run
+            plan.append((name, est(60 if name == "deltanet_340m_neg" else 20), ours(configs[name])))
     if configs["deltanet_340m_neg"] is not None:
         plan.append(("peer/fla_deltanet_340m_neg", est(20), fla_deltanet(configs["deltanet_340m_neg"], True)))
     if configs["deltanet_1.3b_neg"] is not None:
@@ -1102,8 +1147,29 @@ def _section_status(items: dict) -> str:
     return "ok"
 
 
+WEIGHT_OVERRIDES: dict[str, float] = {}  # --weights
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"kernel_correctness=0.5,train_throughput=0.3"`` -> dict; unknown sections and bad numbers fail, named."""
+    out: dict[str, float] = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name not in SECTIONS:
+            raise ValueError(f"--weights: {part!r} is not SECTION=NUMBER with SECTION one of {list(SECTIONS)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--weights: {value!r} for {name} is not a number") from None
+        if not out[name] > 0:
+            raise ValueError(f"--weights: {name} must be > 0, got {value}")
+    return out
+
+
 def _weight(name: str) -> float:
     """A section's weight; multi_gpu's is almost nothing when it will only record that it was skipped."""
+    if name in WEIGHT_OVERRIDES:
+        return WEIGHT_OVERRIDES[name]
     if name == "multi_gpu" and torch.cuda.device_count() < 2:
         return 0.01
     return WEIGHTS[name]
@@ -1114,6 +1180,7 @@ def section_cap(name: str, todo: list[str], deadline: float, mode: str) -> float
     that share is below the minimum worth starting."""
     left = deadline - time.time()
     cap = left * _weight(name) / sum(_weight(s) for s in todo)
+    cap = max(cap, min(FLOOR_S.get(name, 0.0), left))
     return cap if cap >= MIN_SECTION_S[mode] else None
 
 
@@ -1142,7 +1209,7 @@ def run_child(args) -> int:
             continue
         t0 = time.time()
         print(f"gpu_validate: {name} (up to {cap:.0f} s) ...", flush=True)
-        ctx = Ctx(args.rehearse, t0 + cap, Path(args.work), args.repeats, path)
+        ctx = Ctx(args.rehearse, t0 + cap, Path(args.work), args.repeats, path, section=name, only=_only(args))
         ctx.flush()
         try:
             SECTION_FNS[name](ctx)
@@ -1158,6 +1225,10 @@ def run_child(args) -> int:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return 0
+
+
+def _only(args) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (args.only or "").split(",") if x.strip())
 
 
 def _child_env(rehearse: bool) -> dict:
@@ -1204,6 +1275,8 @@ def run_group(
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", ",".join(names), "--deadline", repr(deadline)]
     cmd += ["--work", str(work), "--repeats", str(args.repeats), "--rest", ",".join(later)]
     cmd += ["--rehearse"] if args.rehearse else []
+    cmd += ["--only", args.only] if args.only else []
+    cmd += ["--weights", args.weights] if args.weights else []
     share = sum(_weight(s) for s in names) / sum(_weight(s) for s in names + later)
     t0 = time.time()
     limit = max(deadline - t0, 0) * share + KILL_GRACE_S[mode]
@@ -1267,11 +1340,26 @@ def main(argv: list[str] | None = None) -> int:
         help="one process per section (default on a GPU: a CUDA error or hang stays in its section) or one for all "
         "(default in a rehearsal: 5 fewer interpreter start-ups)",
     )
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated fnmatch patterns over SECTION/ITEM (e.g. 'environment/*,kernel_timing/ssd*'); other "
+        "items are recorded as 'skipped: not selected (--only)'. For a rerun of what failed or was skipped",
+    )
+    p.add_argument(
+        "--weights",
+        default="",
+        help="SECTION=W,... overrides the budget shares (WEIGHTS) for the sections named, e.g. for a rerun with --only",
+    )
     p.add_argument("--work", default=None, help="scratch folder (runs, checkpoints); default: a new temp folder")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--rest", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    try:
+        WEIGHT_OVERRIDES.update(parse_weights(args.weights))
+    except ValueError as e:
+        p.error(str(e))
     if args.child:
         return run_child(args)
     chosen = [s for s in args.sections.split(",") if s]
@@ -1291,6 +1379,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     deadline = start + args.budget_s
     report: dict = {"mode": mode, "budget_s": args.budget_s, "isolation": isolation, "argv": sys.argv[1:]}
+    report.update(only=list(_only(args)), weights={s: _weight(s) for s in SECTIONS})
     report.update(work=str(work), started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)), sections={})
     for name in SECTIONS:
         if name not in chosen:

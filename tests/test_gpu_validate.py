@@ -190,3 +190,42 @@ def test_a_section_past_its_time_is_killed_and_recorded(tmp_path, monkeypatch):
     assert gv.main([*args, "--budget-s", "30"]) == 1
     section = json.loads((tmp_path / "gpu_validate.json").read_text())["sections"]["e2e_smoke"]
     assert section["status"].startswith(("failed: timeout, killed after", "failed: never started")), section
+
+
+def test_only_and_weights_select_a_rerun(tmp_path):
+    """A rerun of chosen items (the second H200 call of 2026-11-30): the rest is recorded as not selected."""
+    only = "environment/versions,kernel_timing/ssd*"
+    r = _run(tmp_path, "--sections", "environment,kernel_timing", "--only", only, "--weights", "kernel_timing=0.9")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_validate.json").read_text())
+    assert report["only"] == only.split(",") and report["weights"]["kernel_timing"] == 0.9
+    env_items = report["sections"]["environment"]["items"]
+    assert env_items["versions"]["status"] == "ok"
+    assert env_items["device"]["status"] == "skipped: not selected (--only)"
+    timing = report["sections"]["kernel_timing"]["items"]
+    assert timing["ssd/fwd+bwd"]["status"] == "ok"
+    assert timing["delta_rule/fwd+bwd"]["status"] == "skipped: not selected (--only)"
+
+
+def test_weights_and_only_parsing():
+    gv = _load()
+    assert gv.parse_weights("") == {}
+    assert gv.parse_weights("kernel_correctness=0.5, train_throughput=1") == {
+        "kernel_correctness": 0.5,
+        "train_throughput": 1.0,
+    }
+    for bad, named in [("kernel=0.5", "kernel=0.5"), ("environment=x", "'x'"), ("e2e_smoke=0", "e2e_smoke")]:
+        with pytest.raises(ValueError, match=named):
+            gv.parse_weights(bad)
+    assert gv.selected("kernel_timing/ssd/fwd+bwd", ("kernel_timing/ssd*",))
+    assert not gv.selected("kernel_timing/delta_rule/fwd+bwd", ("kernel_timing/ssd*",))
+    assert gv.selected("anything/at_all", ())
+
+
+def test_environment_is_never_starved_by_proportional_shares():
+    """First H200 run: a 420 s budget gave the environment 13 s, under the 15 s minimum, and skipped it."""
+    import time
+
+    gv = _load()
+    todo = list(gv.SECTIONS)
+    assert gv.section_cap("environment", todo, time.time() + 420, "gpu") >= 15
