@@ -26,7 +26,10 @@ import torch.nn.functional as F
 
 from .gates import log_abs_gate, running_sign
 
-DEFAULT_CHUNK_SIZE = 64
+# 32, not fla's 64: on CPU the chunk's O(C^2) elementwise work outweighs the per-chunk loop. Forward + backward,
+# signed, 1 thread (2026-11-30): B 4, T 256, H 4, P 64, N 16 (the model benchmark's shape) 10.1 ms at 32 against
+# 13.0 at 64; B 4, T 1024, H 8, P 64, N 64 (benchmarks/cpu_ssd.py) 132.7 against 132.0; chunk 16 no better.
+DEFAULT_CHUNK_SIZE = 32
 
 
 def ssd_chunk(
