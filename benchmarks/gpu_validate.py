@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_validate.py --out DIR [--budget-s 480] [--sections a,b] [--repeats 10]
     python benchmarks/gpu_validate.py --rehearse --out DIR      # the same run on CPU at tiny shapes (CI)
+    python benchmarks/gpu_validate.py --out DIR --only 'kernel_timing/ssd*' --weights kernel_timing=0.5  # a rerun
 
 Writes ``DIR/gpu_validate.json`` (rewritten after every section) and ``DIR/gpu_validate.md`` (the issue's targets
 beside the measured values). Sections, in order, each in its own process (a CUDA error or a hang cannot take the
