@@ -23,6 +23,24 @@ def plot_path(out: Path, label: str) -> Path:
     return out / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', label).strip('_')}.png"
 
 
+def line_style(i: int) -> dict:
+    """Marker and dash of the ``i``-th line: models often score identically (all exact, or all at chance), and
+    alternating dashes keep every line visible where they overlap."""
+    return {"marker": "osD^v"[i % 5], "ls": ("-", "--", ":", "-.")[i % 4]}
+
+
+def save_accuracy_plot(fig, ax, path: Path, *, lowest: float, xlabel: str, title: str, legend_size: int) -> Path:
+    """The finish both state-tracking plots share: chance line, scaled-accuracy axis down to ``lowest``, legend,
+    ``path`` written and the figure closed."""
+    ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel=xlabel, ylabel="scaled accuracy", title=title, ylim=(lowest - 0.1, 1.05))
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_plots(out: Path, results: dict) -> list[Path]:
     """One PNG per task in ``results``: scaled accuracy against effective test length, one line per model."""
     paths = []
@@ -32,18 +50,12 @@ def write_plots(out: Path, results: dict) -> list[Path]:
         for i, (name, model) in enumerate(entry["models"].items()):
             rows = sorted(model["per_length"].values(), key=lambda r: r["effective_length"])
             scores = [r["scaled_acc"] for r in rows]
-            # Models often score identically (all exact, or all at chance): shrinking markers and alternating
-            # dashes keep every line visible where they overlap.
-            style = {"marker": "osD^v"[i % 5], "markersize": max(3, 9 - 2 * i), "ls": ("-", "--", ":", "-.")[i % 4]}
+            # shrinking markers too, so overlapping lines stay visible
+            style = {**line_style(i), "markersize": max(3, 9 - 2 * i)}
             ax.plot([r["effective_length"] for r in rows], scores, label=name, **style)
             lowest = min(lowest, *scores)
-        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-        ax.set(xlabel="test length", ylabel="scaled accuracy", title=label, ylim=(lowest - 0.1, 1.05))
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(plot_path(out, label))
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        path = plot_path(out, label)
+        paths.append(save_accuracy_plot(fig, ax, path, lowest=lowest, xlabel="test length", title=label, legend_size=8))
     return paths
 
 

@@ -8,7 +8,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .report import COLUMN_TITLES, plot_path, plt
+from .report import COLUMN_TITLES, line_style, plot_path, plt, save_accuracy_plot
 
 SPLITS = ("val", "test")
 
@@ -144,21 +144,16 @@ def write_plots(out: Path, results: dict) -> list[Path]:
                 continue
             rows = sorted(s["per_length"].values(), key=lambda r: r["effective_length"])
             x = [r["effective_length"] for r in rows]
-            style = {"marker": "osD^v"[i % 5], "ls": ("-", "--", ":", "-.")[i % 4]}
-            (line,) = ax.plot(x, [r["mean"] for r in rows], label=f"{cell} (n={s['n']})", **style)
+            (line,) = ax.plot(x, [r["mean"] for r in rows], label=f"{cell} (n={s['n']})", **line_style(i))
             ax.fill_between(x, [r["min"] for r in rows], [r["max"] for r in rows], color=line.get_color(), alpha=0.2)
             lowest, ticks = min(lowest, *(r["min"] for r in rows)), ticks | set(x)
-        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])  # the lengths themselves, not powers of 10
         title = f"{COLUMN_TITLES.get(label, label)} ({split} split; band: seed min-max)"
-        ax.set(xlabel="length (log scale)", ylabel="scaled accuracy", title=title, ylim=(lowest - 0.1, 1.05))
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(plot_path(out, label))
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        path = plot_path(out, label)
+        xlabel = "length (log scale)"
+        paths.append(save_accuracy_plot(fig, ax, path, lowest=lowest, xlabel=xlabel, title=title, legend_size=7))
     return paths
 
 
