@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -12,7 +13,7 @@ from .fla_compat import GATED_FLA_OPS, gated_backward_refusal
 logger = logging.getLogger("lrnn_lm.kernels")
 
 BACKENDS = ("auto", "triton", "chunk", "naive")
-_logged: set[tuple[str, str, str]] = set()
+_logged: set[tuple[str, str, str, bool]] = set()
 
 
 def triton_usable(device: torch.device) -> bool:
@@ -36,16 +37,13 @@ def resolve_backend(op: str, backend: str, device: torch.device) -> str:
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} for {op}; choose one of {BACKENDS}")
+    refusal = None
     if backend == "auto":
         chosen = "triton" if device.type == "cuda" and triton_usable(device) else "chunk"
-        refusal = gated_backward_refusal(device) if chosen == "triton" and op in GATED_FLA_OPS else None
-        if refusal is not None:
+        if chosen == "triton" and op in GATED_FLA_OPS:
             # decided by the installed software and the device, as above: the run still uses one algorithm
-            chosen = "chunk"
-            key = (op, backend, "refused")
-            if key not in _logged:
-                _logged.add(key)
-                logger.warning("%s: backend='auto' uses 'chunk', not 'triton': %s", op, refusal)
+            refusal = _gated_backward_refusal(device)
+            chosen = "chunk" if refusal else chosen
     else:
         chosen = backend
     if chosen == "triton" and not triton_usable(device):
@@ -53,8 +51,18 @@ def resolve_backend(op: str, backend: str, device: torch.device) -> str:
             f"{op}: backend='triton' needs CUDA tensors or TRITON_INTERPRET=1 set before triton is imported "
             f"(tensors are on {device}); use backend='chunk' on CPU"
         )
-    key = (op, backend, chosen)
+    key = (op, backend, chosen, refusal is not None)
     if key not in _logged:
         _logged.add(key)
-        logger.info("%s: backend=%r resolved to %r on %s", op, backend, chosen, device.type)
+        if refusal:
+            logger.warning("%s: backend='auto' uses 'chunk', not 'triton': %s", op, refusal)
+        else:
+            logger.info("%s: backend=%r resolved to %r on %s", op, backend, chosen, device.type)
     return chosen
+
+
+@functools.cache
+def _gated_backward_refusal(device: torch.device) -> str | None:
+    # Once per device: resolve_backend runs on every kernel call, and the answer (the installed Triton, the
+    # device's compute capability, whether tilelang imports) cannot change within a process.
+    return gated_backward_refusal(device)

@@ -136,7 +136,7 @@ def test_fla_gated_backward_refusal(triton_version, capability, tilelang, refuse
 
 def test_auto_avoids_a_refused_fla_backward_and_says_why(caplog, monkeypatch):
     reason = "fla's gated chunk backward refuses Triton 3.6.0 (test)"
-    monkeypatch.setattr(backend_mod, "gated_backward_refusal", lambda device: reason)
+    monkeypatch.setattr(backend_mod, "_gated_backward_refusal", lambda device: reason)
     monkeypatch.setattr(backend_mod, "triton_usable", lambda device: True)
     monkeypatch.setattr(backend_mod, "_logged", set())
     cuda = torch.device("cuda", 0)
