@@ -14,18 +14,11 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+from packaging.version import Version
 
 # The ops whose Triton backend runs fla's gated chunk kernels (delta_product: when it has a forget gate).
 GATED_FLA_OPS = ("ssd", "gated_delta_rule", "delta_product")
-BROKEN_TRITON = ((3, 4, 0), (3, 7, 1))  # [from, to): fla's TRITON_ABOVE_3_4_0 and not TRITON_ABOVE_3_7_1
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split("+")[0].split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts + [0] * (3 - len(parts)))
+BROKEN_TRITON = (Version("3.4.0"), Version("3.7.1"))  # [from, to): fla's TRITON_ABOVE_3_4_0 and not _3_7_1
 
 
 def gated_backward_refusal(
@@ -52,7 +45,7 @@ def gated_backward_refusal(
     if tilelang is None:
         tilelang = importlib.util.find_spec("tilelang") is not None
     low, high = BROKEN_TRITON
-    if capability[0] != 9 or tilelang or not (low <= _version_tuple(triton_version) < high):
+    if capability[0] != 9 or tilelang or not (low <= Version(triton_version) < high):
         return None
     return (
         f"fla's gated chunk backward refuses Triton {triton_version} on this Hopper GPU (sm_{capability[0]}"
