@@ -71,8 +71,9 @@ def plot(results: dict, path: Path) -> None:
         color = f"C{i}"
         for run in r["runs"]:
             ax.plot(*zip(*run["train"]), color=color, alpha=0.25, linewidth=1)
-        steps = sorted(set.intersection(*(set(dict(run["val"])) for run in r["runs"])))
-        values = [[dict(run["val"])[s] for run in r["runs"]] for s in steps]
+        curves = [dict(run["val"]) for run in r["runs"]]
+        steps = sorted(set.intersection(*(set(curve) for curve in curves)))
+        values = [[curve[s] for curve in curves] for s in steps]
         mean = [sum(v) / len(v) for v in values]
         n = len(r["runs"])
         ax.plot(steps, mean, color=color, marker="o", label=f"{name} (validation{f', mean of {n}' if n > 1 else ''})")
