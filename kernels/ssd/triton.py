@@ -9,14 +9,16 @@ SSD is simple GLA (a scalar decay per head and token) with ``q = C``, ``k = B`` 
   ``P``. ``P`` restarts at every ``cu_seqlens`` boundary.
 - **Gates at or near 0**: ``log 0 = -inf`` would make ``-inf - (-inf)`` NaN inside fla, so ``log|a|`` is floored at
   :data:`LOG_FLOOR` (``|a| >= e^-30 ~ 9e-14``). The forward error is at most ``9e-14`` times the carried state,
-  far below fp16/bf16 rounding; the gate's gradient is 0 below the floor (its true value is below ``9e-14``
-  times the state's). Gates of exactly 1 (``dt = 0``) and -1 need nothing.
+  far below fp16/bf16 rounding. Unsigned, the gate's gradient is 0 below the floor (its true value is below
+  ``9e-14`` times the state's); signed, it is exact (below). Gates of exactly 1 (``dt = 0``) and -1 need nothing.
 - **Gate gradients, signed**: fla returns ``dL/dlog|a_t|`` from a reverse cumulative sum of differences, so its
-  error is absolute (roundoff of the gradient's scale) where the true value is proportional to ``a_t``; the
-  chain rule's ``d log|a| / da = 1/a`` then amplifies it by ``1/|a_t|``. Measured under the interpreter in fp32:
-  2e-6 to 7e-5 relative RMSE with random gates, 0.16 (dt) and 0.25 (A) relative RMSE with a quarter of the gates at
-  ``|a| = 1e-6``. The unsigned gate passes ``g = dt A`` directly and has no such amplification. The chunk
-  backend is exact there (autograd forms ``dL/dlog|a|`` proportional to ``a``).
+  error is absolute (roundoff of the gradient's scale) where the true value is proportional to ``a_t``; the chain
+  rule's ``d log|a| / da = 1/a`` would amplify it by ``1/|a_t|`` (measured under the interpreter in fp32: 0.16 (dt)
+  and 0.25 (A) relative RMSE with a quarter of the gates at ``|a| = 1e-6``). So fla gets ``log|a|`` detached, and
+  the gate's gradient comes from :mod:`.gate_grad`, which forms ``dL/d|a_t| = <dL/dh_t, h_{t-1}>`` with no
+  division: exact at every gate, including the true gradient at ``a = 0``. Cost: one more ``[C, C]`` matmul per
+  chunk and a loop over chunks, in PyTorch, in the backward of the signed gate only. The unsigned gate passes
+  ``g = dt A`` directly and has no such amplification.
 - **Layout**: fla's state is ``[N, H, K, V] = [n, H, N, P]``; ours is ``[n, H, P, N]``, so states are transposed
   on the way in and out (a copy of the state only).
 
@@ -29,7 +31,8 @@ from __future__ import annotations
 
 import torch
 
-from .gates import heads_of_groups, log_abs_gate, running_sign
+from .gate_grad import gate_grad
+from .gates import gate, heads_of_groups, log_abs_gate, running_sign
 
 LOG_FLOOR = -30.0
 
@@ -66,10 +69,14 @@ def ssd_triton(
     cu = cu_seqlens.long() if cu_seqlens is not None else None
     dtype = torch.promote_types(torch.promote_types(x.dtype, B.dtype), C.dtype)
     dtf = dt.float()
-    log_a, sign = log_abs_gate(dtf, A.float(), negative_eigvals)
-    if sign is not None:
-        sign = running_sign(sign, cu)
+    if negative_eigvals:
+        a = gate(dtf, A.float(), True)  # the gate's gradient flows from here, through _GateGradient
+        with torch.no_grad():
+            log_a, step_sign = log_abs_gate(dtf, A.float(), True)
+        sign = running_sign(step_sign, cu)
         dtf = dtf * sign
+    else:
+        log_a, sign = log_abs_gate(dtf, A.float(), False)
     v = (dtf[..., None] * x.float()).to(dtype)
     q, k = (heads_of_groups(t, H).to(dtype) for t in (C, B))
     h0 = initial_state.float().transpose(-1, -2).contiguous() if initial_state is not None else None
@@ -83,6 +90,11 @@ def ssd_triton(
         output_final_state=output_final_state,
         cu_seqlens=cu,
     )
+    if output_final_state:
+        state = state.float().transpose(-1, -2)
+    if negative_eigvals and torch.is_grad_enabled() and a.requires_grad:
+        h0_ours = initial_state.float() if initial_state is not None else None
+        o, state = _GateGradient.apply(o, state, a, step_sign, log_a, q, k, v, h0_ours, cu)
     y = o.float()
     skip = None if D is None else (D.float() if D.dim() == 2 else D.float()[:, None]) * x.float()
     if sign is not None:  # one fused multiply-add with the skip term
@@ -90,7 +102,6 @@ def ssd_triton(
     elif skip is not None:
         y = y + skip
     if output_final_state:
-        state = state.float().transpose(-1, -2)
         if sign is not None:
             state = state * _last_sign(sign, cu)[:, :, None, None]
     return y.to(x.dtype), (state if output_final_state else None)
@@ -103,3 +114,21 @@ def _last_sign(sign: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Ten
     ends = cu_seqlens[1:].to(sign.device)
     last = sign[0, (ends - 1).clamp_min(0)]
     return torch.where((ends > cu_seqlens[:-1].to(sign.device))[:, None], last, torch.ones_like(last))
+
+
+class _GateGradient(torch.autograd.Function):
+    """Identity on fla's ``(o, final_state)`` that gives the signed gate ``a`` its exact gradient
+    (:func:`.gate_grad.gate_grad`) from theirs: ``dL/da_t = s_t dL/d|a_t|`` with ``s_t`` the gate's sign."""
+
+    @staticmethod
+    def forward(ctx, o, state, a, step_sign, log_a, q, k, v, h0, cu):
+        ctx.save_for_backward(step_sign, log_a, q, k, v, h0, cu)
+        ctx.has_state = state is not None
+        return o.view_as(o), (state.view_as(state) if state is not None else None)
+
+    @staticmethod
+    def backward(ctx, d_o, d_state):
+        step_sign, log_a, q, k, v, h0, cu = ctx.saved_tensors
+        d_final = d_state if ctx.has_state else None
+        grad = gate_grad(log_a, q, k, v, d_o, h0, d_final, cu)
+        return d_o, d_state, step_sign * grad, None, None, None, None, None, None, None
