@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from lrnn_lm.tasks import IGNORE_INDEX, get_task
-from lrnn_lm.tasks.sweep import load_sweep, main
+from lrnn_lm.tasks.sweep import SweepError, load_sweep, main
 from lrnn_lm.training.config import TaskConfig
 from lrnn_lm.training.task_data import TaskBatches
 
@@ -86,3 +86,27 @@ def test_sweep_end_to_end_then_skips_everything(tmp_path, capsys):
     assert main([str(TINY), "--out-root", str(out), "--jobs", "1"]) == 0
     third = capsys.readouterr().out
     assert len(re.findall(r"\] resume ", third)) == 1 and len(re.findall(r"\] skip ", third)) == 3, third
+
+
+def test_a_model_may_run_in_its_own_ranges(tmp_path):
+    """A control that only makes sense in one range (a deeper [0,1] model) runs there alone; a bad range is
+    refused when the sweep is read, naming the model."""
+    spec = tmp_path / "sweep.yaml"
+    base = ROOT / "configs" / "state_tracking" / "cpu_parity_deltanet_neg.yaml"
+    spec.write_text(
+        f"out_root: {tmp_path / 'out'}\nseeds: [0, 1]\nmodels:\n"
+        f"  - {{name: One, config: {base}}}\n"
+        f"  - {{name: Deep, config: {base}, ranges: ['[0,1]'], overrides: {{model.num_hidden_layers: 2}}}}\n"
+    )
+    runs = load_sweep(spec).runs
+    assert sorted((r.model, r.eigval_range, r.seed) for r in runs) == [
+        ("Deep", "[0,1]", 0),
+        ("Deep", "[0,1]", 1),
+        ("One", "[-1,1]", 0),
+        ("One", "[-1,1]", 1),
+        ("One", "[0,1]", 0),
+        ("One", "[0,1]", 1),
+    ]
+    spec.write_text(spec.read_text().replace("ranges: ['[0,1]']", "ranges: ['[0,2]']"))
+    with pytest.raises(SweepError, match="Deep"):
+        load_sweep(spec)

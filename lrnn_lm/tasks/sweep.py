@@ -13,6 +13,7 @@ A sweep file (configs/sweeps/*.yaml)::
       - name: DeltaNet                        # the row name in the table (with the range)
         config: configs/state_tracking/cpu_parity_deltanet_neg.yaml   # base config: range, seed, out_dir replaced
         overrides: {}                         # optional: this model's runs only
+        ranges: ["[0,1]"]                     # optional: this model's ranges (default: the sweep's)
     evaluate:
       val: {lengths: [64, 128], num: 500, seed: 4242}             # the "val" split stream: choose on this
       test: {lengths: [40, 64, 128, 256], num: 1000, seed: 1234}  # the "test" split stream: read once per run
@@ -128,11 +129,20 @@ def load_sweep(path: str | Path, out_root: str | None = None) -> Sweep:
         evaluate[split] = {**DEFAULT_EVAL[split], **evaluate[split]}
     runs, seen = [], {}
     for model in spec["models"]:
-        if set(model) - {"name", "config", "overrides"} or "name" not in model or "config" not in model:
-            raise SweepError(f"{path}: each model needs 'name' and 'config' (and optional 'overrides'), got {model}")
+        if set(model) - {"name", "config", "overrides", "ranges"} or "name" not in model or "config" not in model:
+            raise SweepError(
+                f"{path}: each model needs 'name' and 'config' (and optional 'overrides', 'ranges'), got {model}"
+            )
         base = _resolve(model["config"])
         shared = {**(spec.get("overrides") or {}), **(model.get("overrides") or {})}
-        for rng in spec.get("ranges", ["[-1,1]", "[0,1]"]):
+        ranges = model.get("ranges", spec.get("ranges", ["[-1,1]", "[0,1]"]))
+        bad = [r for r in ranges if r not in RANGE_SLUGS]
+        if bad or not ranges:
+            raise SweepError(
+                f"{path}: model {model['name']!r}: ranges must be a non-empty subset of "
+                f"{list(RANGE_SLUGS)}, got {ranges}"
+            )
+        for rng in ranges:
             for seed in spec.get("seeds", [0]):
                 args = ["--config", str(base)] + [_flag(k, v) for k, v in shared.items()]
                 args += [_flag("model.eigval_range", rng), _flag("train.seed", seed), _flag("data.task.seed", seed)]
@@ -145,7 +155,7 @@ def load_sweep(path: str | Path, out_root: str | None = None) -> Sweep:
                     raise SweepError(f"{path}: {base} trains on text, not on a task")
                 t = cfg.data.task
                 label = get_task(t.name, **t.options).label
-                out = root / _slug(label) / f"{_slug(model['name'])}_{RANGE_SLUGS.get(rng, _slug(rng))}_s{seed}"
+                out = root / _slug(label) / f"{_slug(model['name'])}_{RANGE_SLUGS[rng]}_s{seed}"
                 if out in seen:
                     raise SweepError(f"{path}: two runs share {out} ({seen[out]} and {model['name']})")
                 seen[out] = model["name"]
