@@ -88,15 +88,16 @@ def test_sweep_end_to_end_then_skips_everything(tmp_path, capsys):
     assert len(re.findall(r"\] resume ", third)) == 1 and len(re.findall(r"\] skip ", third)) == 3, third
 
 
-def test_a_model_may_run_in_its_own_ranges(tmp_path):
-    """A control that only makes sense in one range (a deeper [0,1] model) runs there alone; a bad range is
-    refused when the sweep is read, naming the model."""
+def test_a_model_may_run_in_its_own_ranges_and_seeds(tmp_path):
+    """A control that only makes sense in one range (a deeper [0,1] model) runs there alone, a side row may run
+    fewer seeds; a bad range is refused when the sweep is read, naming the model."""
     spec = tmp_path / "sweep.yaml"
     base = ROOT / "configs" / "state_tracking" / "cpu_parity_deltanet_neg.yaml"
     spec.write_text(
         f"out_root: {tmp_path / 'out'}\nseeds: [0, 1]\nmodels:\n"
         f"  - {{name: One, config: {base}}}\n"
         f"  - {{name: Deep, config: {base}, ranges: ['[0,1]'], overrides: {{model.num_hidden_layers: 2}}}}\n"
+        f"  - {{name: Side, config: {base}, seeds: [7]}}\n"
     )
     runs = load_sweep(spec).runs
     assert sorted((r.model, r.eigval_range, r.seed) for r in runs) == [
@@ -106,6 +107,8 @@ def test_a_model_may_run_in_its_own_ranges(tmp_path):
         ("One", "[-1,1]", 1),
         ("One", "[0,1]", 0),
         ("One", "[0,1]", 1),
+        ("Side", "[-1,1]", 7),
+        ("Side", "[0,1]", 7),
     ]
     spec.write_text(spec.read_text().replace("ranges: ['[0,1]']", "ranges: ['[0,2]']"))
     with pytest.raises(SweepError, match="Deep"):

@@ -14,6 +14,7 @@ A sweep file (configs/sweeps/*.yaml)::
         config: configs/state_tracking/cpu_parity_deltanet_neg.yaml   # base config: range, seed, out_dir replaced
         overrides: {}                         # optional: this model's runs only
         ranges: ["[0,1]"]                     # optional: this model's ranges (default: the sweep's)
+        seeds: [0]                            # optional: this model's seeds (default: the sweep's)
     evaluate:
       val: {lengths: [64, 128], num: 500, seed: 4242}             # the "val" split stream: choose on this
       test: {lengths: [40, 64, 128, 256], num: 1000, seed: 1234}  # the "test" split stream: read once per run
@@ -129,9 +130,13 @@ def load_sweep(path: str | Path, out_root: str | None = None) -> Sweep:
         evaluate[split] = {**DEFAULT_EVAL[split], **evaluate[split]}
     runs, seen = [], {}
     for model in spec["models"]:
-        if set(model) - {"name", "config", "overrides", "ranges"} or "name" not in model or "config" not in model:
+        if (
+            set(model) - {"name", "config", "overrides", "ranges", "seeds"}
+            or "name" not in model
+            or "config" not in model
+        ):
             raise SweepError(
-                f"{path}: each model needs 'name' and 'config' (and optional 'overrides', 'ranges'), got {model}"
+                f"{path}: each model needs 'name' and 'config' (optional: overrides, ranges, seeds), got {model}"
             )
         base = _resolve(model["config"])
         shared = {**(spec.get("overrides") or {}), **(model.get("overrides") or {})}
@@ -143,7 +148,7 @@ def load_sweep(path: str | Path, out_root: str | None = None) -> Sweep:
                 f"{list(RANGE_SLUGS)}, got {ranges}"
             )
         for rng in ranges:
-            for seed in spec.get("seeds", [0]):
+            for seed in model.get("seeds", spec.get("seeds", [0])):
                 args = ["--config", str(base)] + [_flag(k, v) for k, v in shared.items()]
                 args += [_flag("model.eigval_range", rng), _flag("train.seed", seed), _flag("data.task.seed", seed)]
                 args += ["--logging.progress=false", "--resume=auto"]
