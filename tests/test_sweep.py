@@ -80,6 +80,17 @@ def test_sweep_end_to_end_then_skips_everything(tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert again["tasks"]["parity"]["cells"]["Mamba [0,1]"]["test"] == cells["Mamba [0,1]"]["test"]
 
+    # A finished run of another recipe (copied in, or left from an older config) is refused, not scored.
+    other = out / "parity" / "mamba_pos_s0"
+    saved = (other / "config.yaml").read_text()
+    (other / "config.yaml").write_text(saved.replace("hidden_size: 16", "hidden_size: 32"))
+    assert main([str(TINY), "--out-root", str(out), "--jobs", "1"]) == 1
+    fourth = capsys.readouterr().out
+    assert "FAILED" in fourth and "model.hidden_size: 32 there, 16 here" in fourth, fourth
+    failed = json.loads((out / "results.json").read_text())["failed"]
+    assert failed == ["parity / Mamba [0,1] / seed 0"], failed
+    (other / "config.yaml").write_text(saved)
+
     # A run whose final weights are gone is resumed from its checkpoint (not restarted), the rest skipped.
     shutil.rmtree(run_dir / "final")
     (run_dir / "summary.json").unlink()

@@ -204,6 +204,21 @@ def weights_id(run: Run) -> str:
     return ":".join(str(p.stat().st_mtime_ns) for p in sorted((run.out / "final").glob("*.safetensors")))
 
 
+def config_mismatch(run: Run) -> dict[str, tuple]:
+    """Fields that define a run (everything train.py would refuse to change on resume, and what it asks to name)
+    where the finished run's ``config.yaml`` differs from what this sweep would train: a run copied or left in
+    the folder from another recipe must not enter the table under this one's name."""
+    from ..training.config import load_config
+    from ..training.resume import defining_changes
+
+    try:
+        saved = yaml.safe_load((run.out / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        return {"config.yaml": (f"unreadable: {e}", "the sweep's config")}
+    wanted = load_config(run.args).to_dict()
+    return defining_changes(saved, wanted)
+
+
 def state_of(run: Run) -> str:
     if is_finished(run):
         return "finished"
@@ -300,6 +315,14 @@ def do_run(run: Run, sweep: Sweep, slot: int, gpus: list[str], say: Printer, lab
     gpu = gpus[slot % len(gpus)] if gpus else None
     record = {"run_dir": str(run.out), "status": "skipped"}
     if is_finished(run):
+        changed = config_mismatch(run)
+        if changed:
+            key, (saved, wanted) = next(iter(changed.items()))
+            say(
+                f"FAILED {label} {run.name}: finished with another config ({len(changed)} fields differ, e.g. "
+                f"{key}: {saved!r} there, {wanted!r} here); move {run.out} aside to train it again"
+            )
+            return {**record, "status": "failed", "config_mismatch": {k: list(v) for k, v in changed.items()}}
         say(f"skip   {label} {run.name}: finished")
     elif not train_run(run, gpu, sweep.out_root / "logs", say, label):
         return {**record, "status": "failed"}

@@ -136,6 +136,11 @@ def config_changes(saved: dict, new: dict) -> dict[str, tuple]:
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def defining_changes(saved: dict, new: dict) -> dict[str, tuple]:
+    """The changes of :func:`config_changes` outside :data:`SAFE_TO_CHANGE`: those that make ``new`` another run."""
+    return {k: v for k, v in config_changes(saved, new).items() if not _under(k, SAFE_TO_CHANGE)}
+
+
 def check_changes(saved: dict, new: dict, allowed: list[str]) -> dict[str, tuple]:
     """Refuse a resume whose config differs in a field that may not change; return the allowed changes."""
     changes = {k: v for k, v in config_changes(saved, new).items() if not _under(k, SAFE_TO_CHANGE)}
