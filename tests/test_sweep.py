@@ -61,6 +61,9 @@ def test_sweep_end_to_end_then_skips_everything(tmp_path, capsys):
     for cell in cells:
         assert f"| {cell} |" in table
     assert "| model | parity |" in table and "best of the seeds" in table
+    every_run = table[table.index("### parity: every run") :]
+    minutes = cells["DeltaNet [-1,1]"]["runs"]["0"]["train_minutes"]
+    assert "| DeltaNet [-1,1] | 0 | " in every_run and f"| {minutes:.1f} |" in every_run
     assert (out / "parity.png").stat().st_size > 1000
 
     # train.py logged its validation stream (val split, lengths 12 and 16) at every evaluation.

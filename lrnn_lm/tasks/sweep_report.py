@@ -114,6 +114,7 @@ def write_table(out: Path, results: dict) -> Path:
             choice = stats.get("test_of_val_choice")
             row.append("–" if choice is None else f"{_num(choice['test'])} (seed {choice['seed']})")
             lines.append(f"| {cell} | " + " | ".join(row) + " |")
+        lines += ["", *_run_rows(label, entry, columns)]
         lo, hi = entry["train_lengths"]
         lines += [
             "",
@@ -126,6 +127,24 @@ def write_table(out: Path, results: dict) -> Path:
     path = out / "table.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _run_rows(label: str, entry: dict, columns: list[tuple[str, int]]) -> list[str]:
+    """Every run of a task, seed by seed: the spread behind the means, and each run's training time."""
+    head = [f"{'val ' if split == 'val' else ''}{n}" for split, n in columns]
+    lines = [f"### {COLUMN_TITLES.get(label, label)}: every run (scaled accuracy)", ""]
+    lines += ["| model | seed | " + " | ".join(head) + " | train minutes |", "|---" * (len(head) + 3) + "|"]
+    for cell, stats in entry["cells"].items():
+        for seed, run in stats["runs"].items():
+            row = []
+            for split, n in columns:
+                r = (run.get(split) or {}).get("per_length", {}).get(str(n))
+                row.append("–" if r is None else _num(r["scaled_acc"]))
+            minutes = run.get("train_minutes")
+            lines.append(
+                f"| {cell} | {seed} | " + " | ".join(row) + f" | {'–' if minutes is None else f'{minutes:.1f}'} |"
+            )
+    return lines
 
 
 def write_plots(out: Path, results: dict) -> list[Path]:
