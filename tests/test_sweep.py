@@ -127,3 +127,9 @@ def test_a_model_may_run_in_its_own_ranges_and_seeds(tmp_path):
     spec.write_text(spec.read_text().replace("ranges: ['[0,1]']", "ranges: ['[0,2]']"))
     with pytest.raises(SweepError, match="Deep"):
         load_sweep(spec)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_loads(path):
+    """Every run of every shipped sweep builds a valid train.py config (load_sweep checks each one)."""
+    assert load_sweep(path).runs
