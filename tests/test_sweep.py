@@ -133,3 +133,21 @@ def test_a_model_may_run_in_its_own_ranges_and_seeds(tmp_path):
 def test_every_shipped_sweep_loads(path):
     """Every run of every shipped sweep builds a valid train.py config (load_sweep checks each one)."""
     assert load_sweep(path).runs
+
+
+@pytest.mark.slow
+def test_only_trains_the_selected_runs_and_reports_the_rest_as_not_run(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main([str(TINY), "--out-root", str(out), "--jobs", "1", "--only", "DeltaNet [-1,1]"]) == 0
+    printed = capsys.readouterr().out
+    assert len(re.findall(r"\] start ", printed)) == 1 and len(re.findall(r"\] later ", printed)) == 3, printed
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["not_run"]) == [
+        "parity / DeltaNet [0,1] / seed 0",
+        "parity / Mamba [-1,1] / seed 0",
+        "parity / Mamba [0,1] / seed 0",
+    ]
+    assert results["failed"] == []
+    cells = results["tasks"]["parity"]["cells"]
+    assert cells["DeltaNet [-1,1]"]["test"]["n"] == 1 and cells["Mamba [0,1]"]["test"] is None
+    assert "Not run yet (left out by --only" in (out / "table.md").read_text()

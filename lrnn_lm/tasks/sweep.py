@@ -1,7 +1,7 @@
 """One command for a state-tracking table: a grid of models x eigenvalue ranges x seeds through ``train.py``, then
 through the length evaluation (the validation stream first, the test stream once per finished run).
 
-    python -m lrnn_lm.tasks.sweep configs/sweeps/cpu_parity.yaml [--jobs N] [--dry-run] [--val-only]
+    python -m lrnn_lm.tasks.sweep configs/sweeps/cpu_parity.yaml [--jobs N] [--dry-run] [--val-only] [--only TEXT]
 
 A sweep file (configs/sweeps/*.yaml)::
 
@@ -311,9 +311,14 @@ def train_run(run: Run, gpu: str | None, logs: Path, say: Printer, label: str) -
     return ok
 
 
-def do_run(run: Run, sweep: Sweep, slot: int, gpus: list[str], say: Printer, label: str, val_only: bool) -> dict:
+def do_run(
+    run: Run, sweep: Sweep, slot: int, gpus: list[str], say: Printer, label: str, val_only: bool, may_train: bool
+) -> dict:
     gpu = gpus[slot % len(gpus)] if gpus else None
     record = {"run_dir": str(run.out), "status": "skipped"}
+    if not may_train and not is_finished(run):
+        say(f"later  {label} {run.name}: not finished, and not selected by --only")
+        return {**record, "status": "not run"}
     if is_finished(run):
         changed = config_mismatch(run)
         if changed:
@@ -341,8 +346,11 @@ def do_run(run: Run, sweep: Sweep, slot: int, gpus: list[str], say: Printer, lab
     return record
 
 
-def run_sweep(sweep: Sweep, jobs: int | None = None, val_only: bool = False) -> dict:
-    """Train and evaluate every run of ``sweep`` (skipping finished work), then write the results and report."""
+def run_sweep(sweep: Sweep, jobs: int | None = None, val_only: bool = False, only: list[str] | None = None) -> dict:
+    """Train and evaluate every run of ``sweep`` (skipping finished work), then write the results and report.
+
+    ``only``: train just the unfinished runs whose name (``task / model range / seed N``) contains one of these
+    texts; finished runs are scored as always, the other unfinished ones are reported as not run."""
     import torch
 
     from .sweep_report import aggregate, write_report
@@ -361,7 +369,8 @@ def run_sweep(sweep: Sweep, jobs: int | None = None, val_only: bool = False) -> 
         with lock:
             slot = slots.pop()
         try:
-            return do_run(run, sweep, slot, gpus, say, f"[{i + 1}/{len(sweep.runs)}]", val_only)
+            may_train = not only or any(text in run.name for text in only)
+            return do_run(run, sweep, slot, gpus, say, f"[{i + 1}/{len(sweep.runs)}]", val_only, may_train)
         except Exception as e:  # one broken run does not stop the others; it is reported as failed
             say(f"FAILED [{i + 1}/{len(sweep.runs)}] {run.name}: {type(e).__name__}: {e}")
             return {"run_dir": str(run.out), "status": "failed", "error": f"{type(e).__name__}: {e}"}
@@ -386,6 +395,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="print each run's state and command; run nothing")
     p.add_argument("--val-only", action="store_true", help="score the validation stream only (while choosing)")
     p.add_argument("--out-root", default=None, help="replace the sweep file's out_root")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TEXT",
+        help="train only the runs whose name contains one of these (e.g. '/ DeltaNet [' or 'seed 0'); "
+        "finished runs are scored as always, the other unfinished ones wait for a later call",
+    )
     return p.parse_args(argv)
 
 
@@ -401,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i + 1}/{len(sweep.runs)}] {state_of(run):8s} {run.name}")
             print(f"    {sys.executable} {TRAIN} {' '.join(run.args)}")
         return 0
-    results = run_sweep(sweep, args.jobs, args.val_only)
+    results = run_sweep(sweep, args.jobs, args.val_only, args.only)
     return 1 if results["failed"] else 0
 
 

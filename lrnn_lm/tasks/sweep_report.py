@@ -63,9 +63,9 @@ def aggregate(sweep, records: list[dict]) -> dict:
                 seed = cell["val"]["best_seed"]
                 cell["test_of_val_choice"] = {"seed": seed, "test": cell["runs"][seed]["test"]["mean_scaled_acc"]}
     failed = [r.name for r, rec in zip(sweep.runs, records) if rec["status"] == "failed"]
-    return {"sweep": sweep.source, "out_root": str(sweep.out_root), "evaluate": sweep.evaluate, "failed": failed} | {
-        "tasks": tasks
-    }
+    not_run = [r.name for r, rec in zip(sweep.runs, records) if rec["status"] == "not run"]
+    head = {"sweep": sweep.source, "out_root": str(sweep.out_root), "evaluate": sweep.evaluate, "failed": failed}
+    return head | {"not_run": not_run, "tasks": tasks}
 
 
 def _num(x: float | None) -> str:
@@ -124,6 +124,8 @@ def write_table(out: Path, results: dict) -> Path:
         ]
     if results["failed"]:
         lines += ["", "Failed runs (not in the table): " + "; ".join(results["failed"])]
+    if results.get("not_run"):
+        lines += ["", "Not run yet (left out by --only; not in the table): " + "; ".join(results["not_run"])]
     path = out / "table.md"
     path.write_text("\n".join(lines) + "\n")
     return path
