@@ -26,7 +26,11 @@ def log_abs_gate(dt: torch.Tensor, A: torch.Tensor, negative_eigvals: bool) -> t
     """
     if not negative_eigvals:
         return dt * A, None
-    a = gate(dt, A, True)
+    return log_abs_and_sign(gate(dt, A, True))
+
+
+def log_abs_and_sign(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log|a|, sign)`` of a signed gate ``a`` (see :func:`log_abs_gate`); ``sign`` carries no gradient."""
     zero = a == 0
     safe = torch.where(zero, torch.ones_like(a), a)
     log_abs = torch.where(zero, torch.full_like(a, float("-inf")), safe.abs().log())

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from .gate_grad import gate_grad
-from .gates import gate, heads_of_groups, log_abs_gate, running_sign
+from .gates import gate, heads_of_groups, log_abs_and_sign, log_abs_gate, running_sign
 
 LOG_FLOOR = -30.0
 
@@ -71,8 +71,7 @@ def ssd_triton(
     dtf = dt.float()
     if negative_eigvals:
         a = gate(dtf, A.float(), True)  # the gate's gradient flows from here, through _GateGradient
-        with torch.no_grad():
-            log_a, step_sign = log_abs_gate(dtf, A.float(), True)
+        log_a, step_sign = log_abs_and_sign(a.detach())
         sign = running_sign(step_sign, cu)
         dtf = dtf * sign
     else:
