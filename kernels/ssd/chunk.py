@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .gates import log_abs_gate, running_sign
+from .gates import log_abs_gate, log_segment_decay, running_sign
 
 # 32, not fla's 64: on CPU the chunk's O(C^2) elementwise work outweighs the per-chunk loop. Forward + backward,
 # signed, 1 thread (2026-11-30): B 4, T 256, H 4, P 64, N 16 (the model benchmark's shape) 10.1 ms at 32 against
@@ -92,10 +92,7 @@ def _chunked(x, dt, B, C, *, A, D, negative, h0, chunk_size):
     Bc, Cc = (time_pad(t.float()).view(batch, n, Cs, G, N).permute(0, 3, 1, 2, 4) for t in (B, C))
     Bc, Cc = Bc.unsqueeze(2), Cc.unsqueeze(2)  # [b, G, 1, n, Cs, N], broadcast over the R heads of a group
 
-    # decay[t, s] = prod_{s < k <= t} |a_k| for s <= t, else 0: a cumsum down each column of a masked copy.
-    ones = torch.ones(Cs, Cs, dtype=torch.bool, device=x.device)
-    seg = log_a.unsqueeze(-1).expand(*log_a.shape, Cs).masked_fill(~ones.tril(-1), 0.0).cumsum(-2)
-    decay = _flushed_exp(seg.masked_fill(~ones.tril(), float("-inf")))
+    decay = _flushed_exp(log_segment_decay(log_a))  # decay[t, s] = prod_{s < k <= t} |a_k| for s <= t, else 0
     from_start = log_a.cumsum(-1)  # log prod_{k <= t} |a_k|, the last entry is the whole chunk's
 
     y = (decay * (Cc @ Bc.transpose(-1, -2))) @ v  # intra-chunk, [b, G, R, n, Cs, P]

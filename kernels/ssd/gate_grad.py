@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .gates import log_segment_decay
+
 CHUNK = 64
 
 
@@ -83,11 +85,7 @@ def _padded_gate_grad(log_a, q, k, v, do, h0, dfinal):
 
     L, qc, kc, vc, dc = (chunks(t) for t in (log_a, q, k, v, do))
 
-    lower = torch.ones(C, C, dtype=torch.bool, device=v.device).tril()
-    strictly_lower = lower.tril(-1)
-    # D[r, s] = prod_{s < j <= r} |a_j| for s <= r, else 0: a cumsum down each column of a masked copy.
-    seg = L.unsqueeze(-1).expand(*L.shape, C).masked_fill(~strictly_lower, 0.0).cumsum(-2)
-    D = seg.masked_fill(~lower, float("-inf")).exp()  # [b, H, n, C, C]
+    D = log_segment_decay(L).exp()  # D[r, s] = prod_{s < j <= r} |a_j| for s <= r, else 0; [b, H, n, C, C]
     E = F.pad(D, (0, 0, 1, 0))[..., :-1, :]  # E[t, s] = D[t-1, s] (row 0: nothing before the first token)
     zero = torch.zeros_like(L[..., :1])
     before = torch.cat([zero, L[..., :-1]], -1).cumsum(-1).exp()  # prod_{j < t} |a_j| within the chunk

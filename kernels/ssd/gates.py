@@ -38,6 +38,18 @@ def log_abs_and_sign(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return log_abs, sign
 
 
+def log_segment_decay(log_a: torch.Tensor) -> torch.Tensor:
+    """``log D`` with ``D[..., t, s] = prod_{s < k <= t} |a_k|`` for ``s <= t`` and ``-inf`` above the diagonal, from
+    ``log_a: [..., C]`` (one chunk per row), as ``[..., C, C]``.
+
+    Each entry is a cumsum down a column of a masked copy, a sum formed directly rather than a difference of two
+    cumulative sums, so a gate of exactly 0 (``-inf``) stays exact with no ``-inf - (-inf)`` NaN."""
+    C = log_a.shape[-1]
+    ones = torch.ones(C, C, dtype=torch.bool, device=log_a.device)
+    seg = log_a.unsqueeze(-1).expand(*log_a.shape, C).masked_fill(~ones.tril(-1), 0.0).cumsum(-2)
+    return seg.masked_fill(~ones.tril(), float("-inf"))
+
+
 def running_sign(sign: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
     """``P_t = prod_{i <= t} s_i`` along dim 1 of ``sign: [batch, T, H]``, restarting at each packed sequence.
 
