@@ -78,6 +78,7 @@ class Run:
     args: list[str]
     max_steps: int
     max_minutes: float | None
+    config: dict  # the resolved train.py config (as in config.yaml, but out_dir), to check finished runs against
 
     @property
     def cell(self) -> str:
@@ -167,7 +168,18 @@ def load_sweep(path: str | Path, out_root: str | None = None) -> Sweep:
                 task = {"name": t.name, "options": t.options, "min_len": t.min_len, "max_len": t.max_len}
                 args.append(_flag("out_dir", str(out)))
                 runs.append(
-                    Run(label, task, model["name"], rng, seed, out, args, cfg.train.max_steps, cfg.train.max_minutes)
+                    Run(
+                        label,
+                        task,
+                        model["name"],
+                        rng,
+                        seed,
+                        out,
+                        args,
+                        cfg.train.max_steps,
+                        cfg.train.max_minutes,
+                        cfg.to_dict(),
+                    )
                 )
     return Sweep(root, runs, evaluate, str(path))
 
@@ -208,15 +220,13 @@ def config_mismatch(run: Run) -> dict[str, tuple]:
     """Fields that define a run (everything train.py would refuse to change on resume, and what it asks to name)
     where the finished run's ``config.yaml`` differs from what this sweep would train: a run copied or left in
     the folder from another recipe must not enter the table under this one's name."""
-    from ..training.config import load_config
     from ..training.resume import defining_changes
 
     try:
         saved = yaml.safe_load((run.out / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         return {"config.yaml": (f"unreadable: {e}", "the sweep's config")}
-    wanted = load_config(run.args).to_dict()
-    return defining_changes(saved, wanted)
+    return defining_changes(saved, run.config)
 
 
 def state_of(run: Run) -> str:
