@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 
@@ -45,8 +46,8 @@ def read_run(run_dir: Path) -> dict:
 def summarize(runs: list[dict]) -> dict:
     """One model's runs (seeds): mean and sample std of the final validation loss, and the runs themselves."""
     losses = [r["val_loss"] for r in runs]
-    mean = sum(losses) / len(losses)
-    std = (sum((v - mean) ** 2 for v in losses) / (len(losses) - 1)) ** 0.5 if len(losses) > 1 else None
+    mean = statistics.fmean(losses)
+    std = statistics.stdev(losses) if len(losses) > 1 else None
     params = {r["params"] for r in runs}
     tokens = {r["tokens"] for r in runs}
     return {
