@@ -44,10 +44,9 @@ def gated_delta_rule(
     The transition's eigenvalues are ``alpha_t (1 - beta_t)`` along ``k_t`` and ``alpha_t`` elsewhere.
     ``naive`` and ``chunk`` are exact for every ``alpha`` including 0, gradients too. ``triton`` runs fla's
     log-space kernel on ``log|alpha|`` with the signs applied outside (see its module docstring): there
-    ``|alpha|`` is floored at 1e-10, so ``alpha = 0`` gives a finite forward exact to fp32 and a gradient for
-    that ``alpha`` of 0 (finite, but not the true derivative). For ``|alpha| >= 1e-10`` the gradient is the
-    exact chain rule through fla's ``dL/dlog|alpha|``, whose rounding error makes the relative error of
-    ``dL/dalpha`` grow like ``4e-7 / |alpha|`` (measured in fp32: 7e-5 at 1e-2, 4e-3 at 1e-4, 0.5 at 1e-6).
+    ``|alpha|`` is floored at 1e-10 in the forward (exact to fp32), and when some ``|alpha| < 0.1`` the gate's
+    gradient is formed without dividing by ``alpha`` (``gated_delta_rule/gate_grad.py``), so it is exact at every
+    gate, 0 included.
 
     Returns:
         ``(o [batch, T, H, V] in v.dtype, final_state [batch, H, K, V] fp32 or None)``.

@@ -9,20 +9,23 @@ fla's gated kernels take the gate in log space, ``g = log alpha``, so they accep
 2. runs fla's unsigned kernel on ``g = log(max(|alpha|, 1e-10))`` and ``v' = P v``,
 3. returns ``o = P o'`` and the final state ``P_T S'_T``.
 
-The ``P`` factors are exactly +-1, so the signs cost no precision. ``P`` carries no gradient and
-``d|alpha|/dalpha = s``, so autograd through ``log|alpha|`` gives the gradient of ``alpha``.
+The ``P`` factors are exactly +-1, so the signs cost no precision; ``P`` carries no gradient.
 
 ``alpha = 0``: ``log 0 = -inf`` would make fla's ``exp(G_t - G_s)`` NaN, so ``|alpha|`` is floored at
-:data:`ALPHA_FLOOR` = 1e-10. The forward stays finite and exact to fp32 (the state carried across a zero gate
-is scaled by 1e-10 instead of 0, below fp32 resolution next to the new term). The gradient of an ``alpha`` that is
-exactly 0 (below the floor) is 0: finite, but not the true derivative ``(I - beta k k^T) S_{t-1}`` contracted
-with the incoming gradient. For ``|alpha| >= 1e-10`` the gradient is the exact chain rule through fla's
-``dg = dL/dlog|alpha|``. fla computes ``dg`` from in-chunk sums whose terms cancel, so its absolute error is about
-fp32 roundoff times the gradient scale, and ``dL/dalpha = dg / alpha`` has a relative error of about
-``4e-7 / |alpha|`` (measured under the interpreter in fp32: 7e-5 at ``|alpha| = 1e-2``, 4e-3 at 1e-4, 0.5 at 1e-6).
-The chunk backend (cumulative products, no logarithms) has no such loss.
+:data:`ALPHA_FLOOR` = 1e-10 in fla's forward. The forward stays finite and exact to fp32 (the state carried across
+a zero gate is scaled by 1e-10 instead of 0, below fp32 resolution next to the new term); so is the initial state's
+gradient behind a zero gate (1e-10 of its scale instead of 0).
 One more cost of the floor: each zero adds ``log 1e-10 = -23`` to fla's in-chunk fp32 cumulative sum of ``g``,
 which coarsens the resolution of later decays in that chunk (about 2e-6 relative per zero gate).
+
+The gate's gradient: fla returns ``dg = dL/dlog|alpha|`` from in-chunk sums whose terms cancel, so its error is
+absolute, and ``dL/dalpha = sign * dg / |alpha|`` has a relative error of about ``4e-7 / |alpha|`` (measured under
+the interpreter in fp32: 7e-5 at ``|alpha| = 1e-2``, 4e-3 at 1e-4, 0.5 at 1e-6), and none at all at 0. So when
+some gate has ``|alpha| <`` :data:`EXACT_BELOW` = 0.1 (one host sync, only when ``alpha`` needs a gradient), fla
+gets ``log|alpha|`` detached and ``alpha``'s gradient comes from :func:`.gate_grad.gate_grad` (pairs of tokens
+around each gate, no division), exact at every gate, 0 included. Otherwise (every ``|alpha| >= 0.1``, as in most
+unsigned models) fla's own ``dg`` is used, within 4e-6 relative, at no extra cost. The extra cost of the exact
+path on a GPU is unmeasured (``benchmarks/gpu_gated_delta.py`` times signed against unsigned gates).
 
 Layout and conventions as in ``lrnn_lm.kernels.delta_rule.triton``: batch-first ``[B, T, H, D]``, states
 ``[N, H, K, V]`` fp32, ``cu_seqlens`` ``[N + 1]`` with ``B == 1`` (int64 for fla), ``scale`` passed explicitly,
@@ -47,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 ALPHA_FLOOR = 1e-10
+EXACT_BELOW = 0.1  # fla's dL/dlog|alpha| / alpha is within 4e-7 / 0.1 = 4e-6 relative above this
 
 
 def gated_delta_rule_triton(
@@ -86,12 +90,15 @@ def gated_delta_rule_triton(
 
     P, P_last = running_sign(alpha, cu)
     sign = torch.where(alpha < 0, -1.0, 1.0).to(alpha.dtype)
-    g = (alpha * sign).float().clamp_min(ALPHA_FLOOR).log()  # log|alpha|; d|alpha|/dalpha = sign
     v_signed = v * P[..., None].to(dtype)
-
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q, k, v, beta, alpha, initial_state)
     )
+    # One host sync when alpha needs a gradient: only a small gate needs the exact gradient (gate_grad.py).
+    exact = needs_grad and alpha.requires_grad and bool((alpha.detach().abs() < EXACT_BELOW).any())
+    magnitude = (alpha.detach() if exact else alpha) * sign  # |alpha|; d|alpha|/dalpha = sign
+    g = magnitude.float().clamp_min(ALPHA_FLOOR).log()
+
     fn = fused_recurrent_gated_delta_rule if T == 1 and not needs_grad else chunk_gated_delta_rule
     o, state = fn(
         q=q,
@@ -105,6 +112,8 @@ def gated_delta_rule_triton(
         use_qk_l2norm_in_kernel=False,
         cu_seqlens=cu,
     )
+    if exact:
+        o, state = _GateGradient.apply(o, state, alpha, sign, q, k, v_signed, beta, h0, scale, cu)
     o = (o * P[..., None].to(o.dtype)).to(out_dtype)
     if output_final_state:
         state = state * P_last[:, :, None, None]
@@ -127,3 +136,24 @@ def running_sign(alpha: torch.Tensor, cu_seqlens: torch.Tensor | None) -> tuple[
     P = 1.0 - 2.0 * (negatives % 2).float()
     last = P[0, (ends - 1).clamp_min(0)]  # [N, H]
     return P, torch.where((ends > starts)[:, None], last, torch.ones_like(last))
+
+
+class _GateGradient(torch.autograd.Function):
+    """Identity on fla's ``(o', final_state')`` that gives ``alpha`` its exact gradient (:func:`.gate_grad.gate_grad`
+    on the unsigned problem: gates ``|alpha|``, values ``P v``) in place of ``dL/dlog|alpha| / alpha``:
+    ``dL/dalpha_t = s_t dL/d|alpha_t|`` with ``s_t`` the gate's sign (``P`` carries no gradient)."""
+
+    @staticmethod
+    def forward(ctx, o, state, alpha, sign, q, k, v_signed, beta, h0, scale, cu):
+        ctx.save_for_backward(alpha, sign, q, k, v_signed, beta, h0, cu)
+        ctx.scale, ctx.has_state = scale, state is not None
+        return o.view_as(o), (state.view_as(state) if state is not None else None)
+
+    @staticmethod
+    def backward(ctx, d_o, d_state):
+        from .gate_grad import gate_grad
+
+        alpha, sign, q, k, v_signed, beta, h0, cu = ctx.saved_tensors
+        d_final = d_state if ctx.has_state else None
+        grad = gate_grad(alpha.abs(), q, k, v_signed, beta, d_o, h0, d_final, scale=ctx.scale, cu_seqlens=cu)
+        return d_o, d_state, (sign * grad).to(alpha.dtype), *([None] * 8)
