@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Data (text or task, one interface), model, optimizer; no-decay groups follow the parameter tags.
     data = build_data(cfg, rank, world, accelerator)
     accum = batch_plan(cfg, world, data.row_len)
+    if data.task is not None:
+        data.train.micro_batches_per_step = accum  # a length curriculum counts optimizer steps
     model = build_model(cfg, data.vocab_size, data.special)
     groups = param_groups(model.named_parameters(), model.no_weight_decay(), cfg.optim.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)

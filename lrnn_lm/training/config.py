@@ -41,6 +41,9 @@ class TaskConfig:
     max_len: int = 40
     seed: int = 0
     options: dict = field(default_factory=dict)
+    # A length curriculum: the longest training length grows linearly from min_len to max_len over the first
+    # curriculum_steps optimizer steps (0: off). A pure function of the example's index, so resume stays exact.
+    curriculum_steps: int = 0
     # Validation at lengths past training, scored every train.eval_every: val_num sequences per length from the
     # task's held-out "val" split stream with its own seed (never the "test" stream). [] turns it off.
     val_lengths: list[int] = field(default_factory=lambda: [64, 128])
@@ -294,6 +297,9 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"data.task.min_len: need 1 <= min_len <= max_len, got {cfg.data.task}")
         if cfg.data.sources:
             raise ConfigError("data.task: cannot be combined with data.sources")
+        ramp = cfg.data.task.curriculum_steps
+        if not isinstance(ramp, int) or ramp < 0:
+            raise ConfigError(f"data.task.curriculum_steps: need an integer >= 0, got {ramp!r}")
         if any(n < 1 for n in cfg.data.task.val_lengths) or cfg.data.task.val_num < 1:
             raise ConfigError(f"data.task.val_lengths / val_num: need values >= 1, got {cfg.data.task}")
     if cfg.overwrite != "no" and cfg.resume != "none":

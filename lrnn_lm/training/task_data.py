@@ -17,6 +17,7 @@ class TaskBatches:
     world_size: int
     batch_size: int
     next_local: int = 0
+    micro_batches_per_step: int = 1  # gradient accumulation: what turns an example's index into its step
 
     def __post_init__(self) -> None:
         from ..tasks import get_task
@@ -29,11 +30,20 @@ class TaskBatches:
     def load_state_dict(self, state: dict) -> None:
         self.next_local = int(state["next_local"])
 
-    def _example(self, index: int, split: str):
+    def _example(self, index: int, split: str, longest: int | None = None):
         from ..tasks import sample_length
 
-        length = sample_length(self.cfg.seed, index, self.cfg.min_len, self.cfg.max_len)
+        length = sample_length(self.cfg.seed, index, self.cfg.min_len, longest or self.cfg.max_len)
         return self.task.example(self.cfg.seed, index, length, split=split)
+
+    def longest_at(self, local: int) -> int:
+        """The longest training length for this process's example number ``local`` (``cfg.curriculum_steps``:
+        linear from ``min_len`` at step 0 to ``max_len`` at the curriculum's last step, ``max_len`` after it)."""
+        ramp = self.cfg.curriculum_steps
+        step = local // (self.batch_size * self.micro_batches_per_step)
+        if ramp <= 0 or step >= ramp:
+            return self.cfg.max_len
+        return self.cfg.min_len + (self.cfg.max_len - self.cfg.min_len) * step // ramp
 
     def next_batch(self) -> dict:
         from ..tasks import collate
@@ -41,7 +51,7 @@ class TaskBatches:
         examples = []
         for _ in range(self.batch_size):
             index = self.rank + self.world_size * self.next_local
-            examples.append(self._example(index, "train"))
+            examples.append(self._example(index, "train", self.longest_at(self.next_local)))
             self.next_local += 1
         return collate(examples, self.task.pad_id)
 
