@@ -59,3 +59,33 @@ def run_per_sequence(
         outs.append(o)
         states.append(state)
     return torch.cat(outs, dim=1), torch.cat(states, dim=0)
+
+
+def as_padded_batch(
+    cu_seqlens: torch.Tensor,
+) -> tuple[Callable[..., torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """``(unpack, scatter)`` between a packed row ``[1, total, ...]`` and a padded batch ``[N, longest, ...]``.
+
+    ``unpack(t, fill=0.0)`` lays each sequence in its own row, the tail after its end filled with ``fill`` (choose
+    a value that makes a padded step the identity, such as a gate of 1 with no input, so that no loop over
+    sequences is needed); ``scatter(x)`` puts a per-token ``[N, longest, ...]`` result back as ``[1, total, ...]``
+    in fp32, dropping the padding.
+    """
+    starts, ends = cu_seqlens[:-1].long(), cu_seqlens[1:].long()
+    lengths = ends - starts
+    width = max(int(lengths.max()), 1) if lengths.numel() else 1
+    offsets = torch.arange(width, device=cu_seqlens.device)
+    valid = offsets[None, :] < lengths[:, None]  # [N, width]
+    index = torch.where(valid, starts[:, None] + offsets[None, :], torch.zeros_like(valid, dtype=torch.long))
+    total = int(cu_seqlens[-1])
+
+    def unpack(t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        rows = t[0][index]  # [N, width, ...]
+        return rows.masked_fill(~valid.view(*valid.shape, *([1] * (rows.dim() - 2))), fill)
+
+    def scatter(x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros((1, total, *x.shape[2:]), dtype=torch.float32)
+        out[0, index[valid]] = x[valid].float()
+        return out
+
+    return unpack, scatter

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..varlen import as_padded_batch
 from .chunk import _decay_matrix
 
 CHUNK = 64
@@ -56,23 +57,11 @@ def gate_grad(
     """
     if cu_seqlens is None:
         return _padded(alpha, q, k, v, beta, do, initial_state, dfinal, scale)
-    # Packed sequences: unpack into a [n, longest] batch padded at the end with identity steps (alpha 1, beta 0,
-    # no input or output), which change neither a sequence's states nor its gradients; then scatter back.
-    starts, ends = cu_seqlens[:-1].long(), cu_seqlens[1:].long()
-    lengths = ends - starts
-    width = max(int(lengths.max()), 1) if lengths.numel() else 1
-    offsets = torch.arange(width, device=alpha.device)
-    valid = offsets[None, :] < lengths[:, None]  # [n, width]
-    index = torch.where(valid, starts[:, None] + offsets[None, :], torch.zeros_like(valid, dtype=torch.long))
-
-    def unpack(t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        rows = t[0][index]  # [n, width, ...]
-        return rows.masked_fill(~valid.view(*valid.shape, *([1] * (rows.dim() - 2))), fill)
-
-    grad = _padded(unpack(alpha, 1.0), *(unpack(t) for t in (q, k, v, beta, do)), initial_state, dfinal, scale)
-    out = alpha.new_zeros(alpha.shape, dtype=torch.float32)
-    out[0, index[valid]] = grad[valid]
-    return out
+    # Packed sequences: one row each, padded at the end with identity steps (alpha 1, beta 0, no input or output),
+    # which change neither a sequence's states nor its gradients.
+    unpack, scatter = as_padded_batch(cu_seqlens)
+    rows = (unpack(t) for t in (q, k, v, beta, do))
+    return scatter(_padded(unpack(alpha, 1.0), *rows, initial_state, dfinal, scale))
 
 
 def _padded(alpha, q, k, v, beta, do, h0, dfinal, scale):

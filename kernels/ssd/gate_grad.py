@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..varlen import as_padded_batch
 from .gates import log_segment_decay
 
 CHUNK = 64
@@ -50,23 +51,10 @@ def gate_grad(
     """
     if cu_seqlens is None:
         return _padded_gate_grad(log_a, q, k, v, do, initial_state, dfinal)
-    # Packed sequences: unpack into a [n, longest] batch padded at the end with gate 1 (log 0) and no input or
-    # output, which changes neither a sequence's states nor its gradients, then scatter back.
-    starts, ends = cu_seqlens[:-1].long(), cu_seqlens[1:].long()
-    lengths = ends - starts
-    width = max(int(lengths.max()), 1) if lengths.numel() else 1
-    offsets = torch.arange(width, device=log_a.device)
-    valid = offsets[None, :] < lengths[:, None]  # [n, width]
-    index = torch.where(valid, starts[:, None] + offsets[None, :], torch.zeros_like(valid, dtype=torch.long))
-
-    def unpack(t: torch.Tensor) -> torch.Tensor:
-        rows = t[0][index]  # [n, width, ...]
-        return rows.masked_fill(~valid.view(*valid.shape, *([1] * (rows.dim() - 2))), 0)
-
-    grad = _padded_gate_grad(*(unpack(t) for t in (log_a, q, k, v, do)), initial_state, dfinal)
-    out = log_a.new_zeros(log_a.shape, dtype=torch.float32)
-    out[0, index[valid]] = grad[valid]
-    return out
+    # Packed sequences: one row each, padded at the end with gate 1 (log 0) and no input or output, which changes
+    # neither a sequence's states nor its gradients.
+    unpack, scatter = as_padded_batch(cu_seqlens)
+    return scatter(_padded_gate_grad(*(unpack(t) for t in (log_a, q, k, v, do)), initial_state, dfinal))
 
 
 def _padded_gate_grad(log_a, q, k, v, do, h0, dfinal):
