@@ -9,8 +9,9 @@ matmuls; between chunks only the ``[H, P, N]`` state is passed, in a short loop 
 Decays are products of gates, taken in log space as ``exp`` of sums of ``log|a|``. Every sum is formed directly
 (prefix and segment sums by ``cumsum``), never as a difference of two cumulative sums: that keeps a gate of exactly
 0 (``log|a| = -inf``) exact, with no ``-inf - (-inf)`` NaN, and avoids cancellation when gates are tiny. Negative
-gates go through the running-sign identity (:mod:`.gates`): the kernel decays by ``|a|`` and multiplies ``dt`` and
-the output by the running sign ``P_t``.
+gates go through the running-sign identity (:mod:`.gates`): the kernel decays by ``|a|``, weights input ``s`` by
+``P_s`` and output ``t`` by ``P_t`` (the running sign). Those weights, ``dt`` and ``D`` (per head) go on the
+``[C, C]`` scores or on ``B`` and ``C``, never on the ``P``-wide inputs and outputs, which the CPU pays for per pass.
 
 Decays below ``e^-60`` are flushed to exactly 0 (:data:`LOG_DECAY_FLUSH`): a relative change far below fp32
 resolution that keeps subnormal floats out of the CPU matmuls.
@@ -79,26 +80,36 @@ def _chunked(x, dt, B, C, *, A, D, negative, h0, chunk_size):
 
     xf, dtf = x.float(), dt.float()
     log_a, sign = log_abs_gate(dtf, A.float(), negative)  # [batch, T, H]
-    if sign is not None:
-        sign = running_sign(sign)
-        dtf = dtf * sign
+    sign = None if sign is None else running_sign(sign)
 
-    # Padded tail steps have gate 1 (log 0) and no input, so the final state is exact.
-    def time_pad(t: torch.Tensor) -> torch.Tensor:
-        return F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) if pad else t
+    # Padded tail steps have gate 1 (log 0) and no input (dt 0), so the final state is exact.
+    def chunked(t: torch.Tensor) -> torch.Tensor:
+        """``[batch, T, G * r, *rest] -> [batch, G, r, n, Cs, *rest]`` (a view of the padded tensor); ``r`` is
+        ``R`` for per-head tensors and 1 for ``B`` and ``C``, which a group's heads share."""
+        t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) if pad else t
+        rest = t.shape[3:]
+        t = t.view(batch, n, Cs, G, t.shape[2] // G, *rest)
+        return t.permute(0, 3, 4, 1, 2, *range(5, 5 + len(rest)))
 
-    log_a = time_pad(log_a).view(batch, n, Cs, G, R).permute(0, 3, 4, 1, 2)  # [b, G, R, n, Cs]
-    v = time_pad(dtf[..., None] * xf).view(batch, n, Cs, G, R, P).permute(0, 3, 4, 1, 2, 5)
-    Bc, Cc = (time_pad(t.float()).view(batch, n, Cs, G, N).permute(0, 3, 1, 2, 4) for t in (B, C))
-    Bc, Cc = Bc.unsqueeze(2), Cc.unsqueeze(2)  # [b, G, 1, n, Cs, N], broadcast over the R heads of a group
+    log_a, dtc, xc = chunked(log_a), chunked(dtf), chunked(xf)  # [b, G, R, n, Cs] and [b, G, R, n, Cs, P]
+    Bc, Cc = chunked(B.float()), chunked(C.float())  # [b, G, 1, n, Cs, N]
 
     decay = _flushed_exp(log_segment_decay(log_a))  # decay[t, s] = prod_{s < k <= t} |a_k| for s <= t, else 0
-    from_start = log_a.cumsum(-1)  # log prod_{k <= t} |a_k|, the last entry is the whole chunk's
+    from_start = _flushed_exp(log_a.cumsum(-1))  # prod_{k <= t} |a_k|; the last entry is the whole chunk's
 
-    y = (decay * (Cc @ Bc.transpose(-1, -2))) @ v  # intra-chunk, [b, G, R, n, Cs, P]
-    # Each chunk's own contribution to the state after it: sum_s decay[last, s] v_s B_s^T.
-    local = (v * decay[..., -1, :, None]).transpose(-1, -2) @ Bc  # [b, G, R, n, P, N]
-    from_start = _flushed_exp(from_start)
+    # Every per-token scalar multiplies the narrow side ([Cs, Cs] scores, or [Cs, N] B and C), never the
+    # [Cs, P] inputs or outputs: input s is weighted by dt_s (times the running sign P_s when signed), and output t
+    # by P_t. Inside a chunk P_t P_s is the sign of the segment's gate product, so the scores are the signed decays.
+    w_in = dtc if sign is None else dtc * chunked(sign)
+    scores = decay * (Cc @ Bc.transpose(-1, -2)) * w_in[..., None, :]  # [b, G, R, n, Cs, Cs]
+    if sign is not None:
+        scores = scores * chunked(sign)[..., :, None]
+    if D is not None and D.dim() == 1:  # y_t += D x_t: one more term on the diagonal
+        scores = scores + torch.diag_embed(D.float().view(G, R, 1, 1).expand(G, R, n, Cs))
+    y = scores @ xc  # intra-chunk, [b, G, R, n, Cs, P]
+
+    # Each chunk's own contribution to the state after it: sum_s decay[last, s] w_in_s x_s B_s^T.
+    local = xc.transpose(-1, -2) @ (Bc * (decay[..., -1, :] * w_in)[..., None])  # [b, G, R, n, P, N]
     chunk_decay = from_start[..., -1]  # [b, G, R, n]
     S = x.new_zeros(batch, G, R, P, N, dtype=torch.float32) if h0 is None else h0.float().view(batch, G, R, P, N)
     starts = []
@@ -106,15 +117,13 @@ def _chunked(x, dt, B, C, *, A, D, negative, h0, chunk_size):
     for decay_c, local_c in zip(chunk_decay.unbind(-1), local.unbind(3)):
         starts.append(S)
         S = torch.addcmul(local_c, decay_c[..., None, None], S)
-    S_in = torch.stack(starts, dim=3)  # state before each chunk, [b, G, R, n, P, N]
-    y = y + from_start[..., None] * (Cc @ S_in.transpose(-1, -2))
+    S_in = torch.stack(starts, dim=3)  # (sign-flipped) state before each chunk, [b, G, R, n, P, N]
+    read = from_start if sign is None else from_start * chunked(sign)
+    y = y + (Cc * read[..., None]) @ S_in.transpose(-1, -2)
 
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(batch, n * Cs, H, P)[:, :T]
-    skip = None if D is None else (D.float() if D.dim() == 2 else D.float()[:, None]) * xf
-    if sign is not None:  # one fused multiply-add with the skip term
-        y = y * sign[..., None] if skip is None else torch.addcmul(skip, y, sign[..., None])
-    elif skip is not None:
-        y = y + skip
+    if D is not None and D.dim() == 2:
+        y = y + D.float() * xf
     S = S.reshape(batch, H, P, N)
     if sign is not None:
         S = S * sign[:, -1, :, None, None]
