@@ -44,7 +44,10 @@ class ShortConv(nn.Module):
             else:
                 xt = F.pad(xt, (W - 1, 0))
             y = F.conv1d(xt, self.conv1d.weight, self.conv1d.bias, groups=xt.shape[1])[..., -T:]
-        y = y.transpose(1, 2)
+        # Contiguous in [batch, T, channels] before the activation: silu's backward on the transposed view runs
+        # about 6x slower on CPU, and the conv's own backward gets a strided gradient (2x the whole conv,
+        # forward + backward, at B 4, T 256, 288 channels, 1 thread; benchmarks/train_throughput.py).
+        y = y.transpose(1, 2).contiguous()
         return F.silu(y) if self.activation == "silu" else y
 
     def _varlen(self, xt: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
