@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "so the newest one is from before it: lower optim.lr (or check the data) and continue with "
                 "--resume auto --allow_changed=[optim.lr]."
             )
-        timed_out = cfg.train.max_minutes is not None and time.time() - start_time > 60 * cfg.train.max_minutes
+        train_seconds = counters.train_seconds + time.time() - start_time  # every process of this run so far
+        timed_out = cfg.train.max_minutes is not None and train_seconds > 60 * cfg.train.max_minutes
         last_step = step == cfg.train.max_steps or timed_out or bool(stop)
         if (data.validation or data.long_validation) and (step % cfg.train.eval_every == 0 or last_step):
             last_val = validate_all(model, data, accelerator)
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
                 # healthy one out under keep_last; the newest checkpoint stays the last healthy one.
                 logger.warning("step %d is non-finite: no checkpoint saved", step)
             else:
-                state = {**counters.__dict__, "data": data.train.state_dict()}
+                state = {**counters.__dict__, "train_seconds": train_seconds, "data": data.train.state_dict()}
                 keep = cfg.checkpoint.keep_last
                 ckpt.save(accelerator, out / "checkpoints", step, state, start.run_id, cfg.to_dict(), keep)
         if stop or timed_out:
@@ -204,7 +205,9 @@ def main(argv: list[str] | None = None) -> dict:
             break
     progress.close()
 
-    summary = {"step": counters.step, "tokens": counters.tokens_seen, "minutes": (time.time() - start_time) / 60}
+    # Wall minutes of training over every process of the run (a resumed run counts the time before it too).
+    minutes = (counters.train_seconds + time.time() - start_time) / 60
+    summary = {"step": counters.step, "tokens": counters.tokens_seen, "minutes": minutes}
     summary |= {"params": n_params, "unigram_val_loss": unigram, **(last_val or {})}
     summary = save_final(accelerator, model, out, data, cfg.data.task, summary)
     accelerator.wait_for_everyone()

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from lrnn_lm.training.checkpoint import trainer_state_name
+
 from .training_utils import ROOT, TINY_MODEL, data_args, losses, make_corpus, run_train
 
 pytestmark = pytest.mark.slow
@@ -78,10 +80,15 @@ def test_exact_resume_after_sigkill(corpus, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    newest = sorted((out / "checkpoints").glob("step-*"))[-1]
+    seconds_before = json.loads((newest / trainer_state_name(0)).read_text())["train_seconds"]
+    assert seconds_before > 0
 
     r = run_train(base_args(corpus, out, steps, **{"checkpoint.every": 6, "resume": "auto"}))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stderr
+    # The summary's minutes count the killed process's training time too (recorded in its checkpoint).
+    assert json.loads((out / "summary.json").read_text())["minutes"] * 60 > seconds_before
     expected, got = losses(ref / "metrics.jsonl"), losses(out / "metrics.jsonl")
     assert sorted(got) == list(range(1, steps + 1))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

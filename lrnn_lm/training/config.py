@@ -88,7 +88,7 @@ class TrainConfig:
     max_steps: int = 1000
     micro_batch_size: int = 8
     tokens_per_step: int | None = None  # None: micro_batch_size * seq_len * world_size (no accumulation)
-    max_minutes: float | None = None  # stop (and checkpoint) after this wall time
+    max_minutes: float | None = None  # stop (and checkpoint) after this much training wall time, resumes included
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     eval_every: int = 100

@@ -203,6 +203,7 @@ class Counters:
     step: int = 0
     tokens_seen: int = 0
     skipped_nonfinite: int = 0
+    train_seconds: float = 0.0  # wall time of the training loop up to the checkpoint, over every process
 
 
 def load(accelerator, checkpoint: Path, train_data, inexact_ok: bool) -> tuple[Counters, bool]:
@@ -219,6 +220,9 @@ def load(accelerator, checkpoint: Path, train_data, inexact_ok: bool) -> tuple[C
         )
     state = ckpt.load_json(checkpoint, ckpt.trainer_state_name(accelerator.process_index))
     train_data.load_state_dict(state["data"])
-    counters = Counters(state["step"], state["tokens_seen"], state["skipped_nonfinite"])
+    # Checkpoints written before train_seconds was recorded resume with 0 (their earlier time is unknown).
+    counters = Counters(
+        state["step"], state["tokens_seen"], state["skipped_nonfinite"], state.get("train_seconds", 0.0)
+    )
     logger.info("resumed from %s at step %d%s", checkpoint, counters.step, "" if exact else " (NOT exact)")
     return counters, exact
