@@ -39,6 +39,7 @@ class GatedGroupRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         y = x.float() * F.silu(gate.float())
-        # torch's fused rms_norm (one pass forward, one backward) over each group of channels.
+        if self.groups == 1:  # torch's fused kernel takes the weight only when it spans the normalized channels
+            return F.rms_norm(y, (y.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
         grouped = F.rms_norm(y.unflatten(-1, (self.groups, -1)), (y.shape[-1] // self.groups,), eps=self.eps)
         return (grouped.flatten(-2) * self.weight.float()).to(x.dtype)
