@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from .gates import log_abs_gate, log_segment_decay, running_sign
 
 # 32, not fla's 64: on CPU the chunk's O(C^2) elementwise work outweighs the per-chunk loop. Forward + backward,
-# signed, 1 thread (2026-11-30): B 4, T 256, H 4, P 64, N 16 (the model benchmark's shape) 10.1 ms at 32 against
-# 13.0 at 64; B 4, T 1024, H 8, P 64, N 64 (benchmarks/cpu_ssd.py) 132.7 against 132.0; chunk 16 no better.
+# signed, 1 thread, chunk 16 / 32 / 64 (2026-11-30, with the scalings on the narrow side; other jobs running):
+# B 4, T 256, H 4, P 64, N 16 (the model benchmark's shape) 7.2 / 7.6 / 11.4 ms; B 4, T 1024, H 8, P 64, N 64
+# (benchmarks/cpu_ssd.py) 221 / 173 / 174 ms. One size for every length: 32.
 DEFAULT_CHUNK_SIZE = 32
 
 
