@@ -313,6 +313,25 @@ def test_resume_needs_a_named_flag_for_other_changes_and_returns_them():
     assert check_changes(saved, _cfg(*free, "--train.eval_every=3"), allowed=[]) == {}
 
 
+def test_a_config_saved_before_a_field_existed_compares_at_that_fields_default():
+    """An older run's config lacks the fields added since; at their defaults (which keep the old behaviour) it is
+    the same run, and any real difference, or a non-default value of the new field, is still caught."""
+    from lrnn_lm.training.resume import ResumeError, check_changes, defining_changes
+
+    task = ["--data.task={name: parity, min_len: 3, max_len: 40}"]
+    old = _cfg(*task)
+    del old["data"]["task"]["curriculum_steps"]  # as written before data.task.curriculum_steps existed
+    assert defining_changes(old, _cfg(*task)) == {}
+    assert check_changes(old, _cfg(*task), allowed=[]) == {}
+    assert defining_changes(old, _cfg(*task, "--data.task.curriculum_steps=100")) == {
+        "data.task.curriculum_steps": (0, 100)
+    }
+    with pytest.raises(ResumeError, match=re.escape("model.eigval_range: '[-1,1]' -> '[0,1]'")):
+        check_changes(old, _cfg(*task, "--model={mixer: deltanet, eigval_range: '[0,1]'}"), allowed=[])
+    removed = {**_cfg(*task), "a_field_since_removed": 1}
+    assert "a_field_since_removed" in defining_changes(removed, _cfg(*task))
+
+
 def test_resume_refuses_another_world_size(tmp_path):
     from lrnn_lm.training.resume import ResumeError, check_resume
 

@@ -133,6 +133,19 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def completed_with_defaults(saved: dict) -> dict:
+    """A run config saved by an older version, with the fields added since filled in from their defaults.
+
+    A field is only ever added with a default that keeps the old behaviour (``data.task.curriculum_steps: 0`` is
+    off), so an older run and a new config that leaves the field at its default describe the same run. A saved
+    config that no longer builds (a field since removed) is returned as it is, and compares as changed.
+    """
+    try:
+        return _build(RunConfig, saved, "").to_dict()
+    except (ConfigError, TypeError):
+        return saved
+
+
 def _build(cls, data: Any, where: str):
     """Instantiate dataclass ``cls`` from a mapping, checking keys and types recursively."""
     if not isinstance(data, dict):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import run_dir
+from .config import completed_with_defaults
 from .run_dir import RunDirError
 
 logger = logging.getLogger(__name__)
@@ -137,13 +138,16 @@ def config_changes(saved: dict, new: dict) -> dict[str, tuple]:
 
 
 def defining_changes(saved: dict, new: dict) -> dict[str, tuple]:
-    """The changes of :func:`config_changes` outside :data:`SAFE_TO_CHANGE`: those that make ``new`` another run."""
-    return {k: v for k, v in config_changes(saved, new).items() if not _under(k, SAFE_TO_CHANGE)}
+    """The changes of :func:`config_changes` outside :data:`SAFE_TO_CHANGE`: those that make ``new`` another run.
+
+    ``saved`` may come from an older version: fields added since count at their defaults."""
+    changes = config_changes(completed_with_defaults(saved), new)
+    return {k: v for k, v in changes.items() if not _under(k, SAFE_TO_CHANGE)}
 
 
 def check_changes(saved: dict, new: dict, allowed: list[str]) -> dict[str, tuple]:
     """Refuse a resume whose config differs in a field that may not change; return the allowed changes."""
-    changes = {k: v for k, v in config_changes(saved, new).items() if not _under(k, SAFE_TO_CHANGE)}
+    changes = defining_changes(saved, new)
     never = {k: v for k, v in changes.items() if _under(k, NEVER_CHANGE)}
     unnamed = {k: v for k, v in changes.items() if k not in never and not _under(k, tuple(allowed))}
 
