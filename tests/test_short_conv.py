@@ -64,3 +64,17 @@ def test_history_continues_the_sequence():
     history = x[:, :8].transpose(1, 2)  # the decode cache keeps [batch, channels, >= W-1] past inputs
     step = conv(x[:, 8:], history=history)
     assert torch.allclose(step, full[:, 8:], atol=1e-6)
+
+
+def test_autocast_computes_in_the_autocast_dtype_like_conv1d():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 9, 6, generator=g, requires_grad=True)
+    weight = torch.randn(6, 4, generator=g, requires_grad=True)
+    bias = torch.randn(6, generator=g, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = causal_depthwise_conv(x, weight, bias)
+        y_ref = conv1d_reference(x, weight, bias)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    assert rel_rmse(y.float(), y_ref.float()) < 1e-2  # bf16 rounding, summed in another order
+    y.float().sum().backward()
+    assert x.grad.dtype == weight.grad.dtype == torch.float32
