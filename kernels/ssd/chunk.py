@@ -101,10 +101,11 @@ def _chunked(x, dt, B, C, *, A, D, negative, h0, chunk_size):
     # Every per-token scalar multiplies the narrow side ([Cs, Cs] scores, or [Cs, N] B and C), never the
     # [Cs, P] inputs or outputs: input s is weighted by dt_s (times the running sign P_s when signed), and output t
     # by P_t. Inside a chunk P_t P_s is the sign of the segment's gate product, so the scores are the signed decays.
-    w_in = dtc if sign is None else dtc * chunked(sign)
+    sign_c = None if sign is None else chunked(sign)  # [b, G, R, n, Cs]
+    w_in = dtc if sign is None else dtc * sign_c
     scores = decay * (Cc @ Bc.transpose(-1, -2)) * w_in[..., None, :]  # [b, G, R, n, Cs, Cs]
     if sign is not None:
-        scores = scores * chunked(sign)[..., :, None]
+        scores = scores * sign_c[..., :, None]
     if D is not None and D.dim() == 1:  # y_t += D x_t: one more term on the diagonal
         scores = scores + torch.diag_embed(D.float().view(G, R, 1, 1).expand(G, R, n, Cs))
     y = scores @ xc  # intra-chunk, [b, G, R, n, Cs, P]
@@ -119,7 +120,7 @@ def _chunked(x, dt, B, C, *, A, D, negative, h0, chunk_size):
         starts.append(S)
         S = torch.addcmul(local_c, decay_c[..., None, None], S)
     S_in = torch.stack(starts, dim=3)  # (sign-flipped) state before each chunk, [b, G, R, n, P, N]
-    read = from_start if sign is None else from_start * chunked(sign)
+    read = from_start if sign is None else from_start * sign_c
     y = y + (Cc * read[..., None]) @ S_in.transpose(-1, -2)
 
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(batch, n * Cs, H, P)[:, :T]

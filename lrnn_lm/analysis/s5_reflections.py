@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..layers.deltanet import DeltaNetMixer
 from ..modeling_lrnn import LRNNForCausalLM
 from ..tasks.groups import symmetric_task
 
@@ -40,7 +41,7 @@ def reflection_report(model: LRNNForCausalLM, beta_above: float = 1.9) -> dict:
     precision over the 10 transposition tokens of S5, for the heads acting as reflections."""
     layer = model.model.layers[0]
     mixer = layer.mixer
-    if type(mixer).__name__ != "DeltaNetMixer" or mixer.conv is not None:
+    if not isinstance(mixer, DeltaNetMixer) or mixer.conv is not None:
         raise ValueError("s5_reflections reads layer 0 of a deltanet model without a short conv")
     task = symmetric_task(5, generators="swaps")
     perms = [task.group.elements[g] for g in task.generator_ids]
