@@ -34,6 +34,7 @@ from lrnn_lm.training.config import ConfigError, RunConfig, load_config
 from lrnn_lm.training.data import DataError
 from lrnn_lm.training.evaluate import evaluate, evaluate_lengths, unigram_baseline
 from lrnn_lm.training.export import save_final
+from lrnn_lm.training.loss import causal_lm_loss
 from lrnn_lm.training.run_dir import MetricsLog, RunDirError
 from lrnn_lm.training.runtime import LaunchError, NonFiniteError, StopFlag, make_accelerator, mfu, nonfinite_groups
 from lrnn_lm.training.schedule import lr_at
@@ -145,7 +146,11 @@ def main(argv: list[str] | None = None) -> dict:
             step_tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.no_sync(model) if micro < accum - 1 else nullcontext():
-                loss = model(**batch, use_cache=False).loss
+                if cfg.train.label_smoothing:  # the model's loss has no smoothing; score its logits here
+                    labels = batch.pop("labels")
+                    loss = causal_lm_loss(model(**batch, use_cache=False).logits, labels, cfg.train.label_smoothing)
+                else:
+                    loss = model(**batch, use_cache=False).loss
                 accelerator.backward(loss / accum)
             step_loss += loss.detach().float() / accum
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))

@@ -96,6 +96,7 @@ class TrainConfig:
     log_every: int = 10
     max_consecutive_nonfinite: int = 5
     threads: int | None = None  # CPU threads per process (torch.set_num_threads)
+    label_smoothing: float = 0.0  # of the training loss only (lrnn_lm/training/loss.py); validation stays plain
 
 
 @dataclass
@@ -292,6 +293,7 @@ def validate(cfg: RunConfig) -> None:
         ("train.tokens_per_step", cfg.train.tokens_per_step is None or cfg.train.tokens_per_step > 0),
         ("train.threads", cfg.train.threads is None or cfg.train.threads >= 1),
         ("train.max_minutes", cfg.train.max_minutes is None or cfg.train.max_minutes > 0),
+        ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1),
     ]
     for key, ok in checks:
         if not ok:
