@@ -10,7 +10,7 @@ from lrnn_lm import LRNNConfig, LRNNForCausalLM
 from lrnn_lm.training.config import ConfigError, load_config
 from lrnn_lm.training.loss import causal_lm_loss
 
-from .training_utils import run_train
+from .training_utils import TINY_PARITY_ARGS, run_train
 
 
 def tiny_model() -> LRNNForCausalLM:
@@ -65,24 +65,8 @@ def test_train_py_optimizes_the_smoothed_loss_and_validates_on_the_plain_one(tmp
     q[0] += 1 - eps
     floor = float(-(q * q.log()).sum())  # the smoothed loss is a cross entropy against q: never below H(q)
     out = tmp_path / "run"
-    r = run_train(
-        [
-            "--data.task={name: parity, min_len: 3, max_len: 8, seed: 0}",
-            "--model={mixer: deltanet, eigval_range: '[-1,1]', hidden_size: 32, num_hidden_layers: 1, num_heads: 2, "
-            "intermediate_size: 0}",
-            f"--train.label_smoothing={eps}",
-            "--train.max_steps=200",
-            "--train.micro_batch_size=64",
-            "--train.log_every=10",
-            "--optim.lr=3e-3",
-            "--optim.warmup_steps=10",
-            "--optim.weight_decay=0.0",
-            "--train.eval_every=200",
-            "--train.eval_batches=8",
-            f"--out_dir={out}",
-            "--logging.progress=false",
-        ]
-    )
+    args = [*TINY_PARITY_ARGS, f"--train.label_smoothing={eps}", "--train.log_every=10", f"--out_dir={out}"]
+    r = run_train(args)
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_losses = [rec["loss"] for rec in records if "loss" in rec]

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from .training_utils import run_train
+from .training_utils import TINY_PARITY_ARGS, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -13,22 +13,7 @@ pytestmark = pytest.mark.slow
 def test_tiny_signed_deltanet_learns_short_parity(tmp_path):
     out = tmp_path / "parity"
     start = time.time()
-    r = run_train(
-        [
-            "--data.task={name: parity, min_len: 3, max_len: 8, seed: 0}",
-            "--model={mixer: deltanet, eigval_range: '[-1,1]', hidden_size: 32, num_hidden_layers: 1, num_heads: 2, "
-            "intermediate_size: 0}",
-            "--train.max_steps=200",
-            "--train.micro_batch_size=64",
-            "--optim.lr=3e-3",
-            "--optim.warmup_steps=10",
-            "--optim.weight_decay=0.0",
-            "--train.eval_every=200",
-            "--train.eval_batches=8",
-            f"--out_dir={out}",
-            "--logging.progress=false",
-        ]
-    )
+    r = run_train([*TINY_PARITY_ARGS, f"--out_dir={out}"])
     wall = time.time() - start
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
