@@ -130,6 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
     # ------------------------------------------------------------------------- loop
     stop = StopFlag()
     start_time = time.time()
+
+    def train_seconds() -> float:
+        """Wall time of training over every process of this run (a resumed run counts the time before it too)."""
+        return counters.train_seconds + time.time() - start_time
+
     streak, bad_groups, last_val = 0, [], None  # streak: consecutive non-finite steps
     progress = tqdm(total=cfg.train.max_steps, initial=counters.step, disable=not (main_proc and cfg.logging.progress))
     model.train()
@@ -189,8 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "so the newest one is from before it: lower optim.lr (or check the data) and continue with "
                 "--resume auto --allow_changed=[optim.lr]."
             )
-        train_seconds = counters.train_seconds + time.time() - start_time  # every process of this run so far
-        timed_out = cfg.train.max_minutes is not None and train_seconds > 60 * cfg.train.max_minutes
+        elapsed = train_seconds()
+        timed_out = cfg.train.max_minutes is not None and elapsed > 60 * cfg.train.max_minutes
         last_step = step == cfg.train.max_steps or timed_out or bool(stop)
         if (data.validation or data.long_validation) and (step % cfg.train.eval_every == 0 or last_step):
             last_val = validate_all(model, data, accelerator)
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
                 # healthy one out under keep_last; the newest checkpoint stays the last healthy one.
                 logger.warning("step %d is non-finite: no checkpoint saved", step)
             else:
-                state = {**counters.__dict__, "train_seconds": train_seconds, "data": data.train.state_dict()}
+                state = {**counters.__dict__, "train_seconds": elapsed, "data": data.train.state_dict()}
                 keep = cfg.checkpoint.keep_last
                 ckpt.save(accelerator, out / "checkpoints", step, state, start.run_id, cfg.to_dict(), keep)
         if stop or timed_out:
@@ -210,9 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
             break
     progress.close()
 
-    # Wall minutes of training over every process of the run (a resumed run counts the time before it too).
-    minutes = (counters.train_seconds + time.time() - start_time) / 60
-    summary = {"step": counters.step, "tokens": counters.tokens_seen, "minutes": minutes}
+    summary = {"step": counters.step, "tokens": counters.tokens_seen, "minutes": train_seconds() / 60}
     summary |= {"params": n_params, "unigram_val_loss": unigram, **(last_val or {})}
     summary = save_final(accelerator, model, out, data, cfg.data.task, summary)
     accelerator.wait_for_everyone()
