@@ -108,25 +108,31 @@ def _chunked(x, dt, B, C, *, A, D, negative, h0, chunk_size):
         scores = scores * sign_c[..., :, None]
     if D is not None and D.dim() == 1:  # y_t += D x_t: one more term on the diagonal
         scores = scores + torch.diag_embed(D.float().view(G, R, 1, 1).expand(G, R, n, Cs))
-    y = scores @ xc  # intra-chunk, [b, G, R, n, Cs, P]
-
-    # Each chunk's own contribution to the state after it: sum_s decay[last, s] w_in_s x_s B_s^T.
-    local = xc.transpose(-1, -2) @ (Bc * (decay[..., -1, :] * w_in)[..., None])  # [b, G, R, n, P, N]
+    # The intra-chunk outputs and the chunk's own contribution to the state after it
+    # (sum_s decay[last, s] w_in_s B_s x_s^T, kept as [N, P], the transpose of the state) both multiply x on the
+    # right: one matmul of the stacked left sides reads x, and forms its gradient, once.
+    to_end = (Bc * (decay[..., -1, :] * w_in)[..., None]).transpose(-1, -2)  # [b, G, R, n, N, Cs]
+    y, local = (torch.cat([scores, to_end], dim=-2) @ xc).split([Cs, N], dim=-2)  # [.., Cs, P] and [.., N, P]
     chunk_decay = from_start[..., -1]  # [b, G, R, n]
-    S = x.new_zeros(batch, G, R, P, N, dtype=torch.float32) if h0 is None else h0.float().view(batch, G, R, P, N)
+    if h0 is None:
+        S = x.new_zeros(batch, G, R, N, P, dtype=torch.float32)
+    else:
+        S = h0.float().view(batch, G, R, P, N).transpose(-1, -2)
     starts = []
     # unbind, not indexing: the backward of n indexing ops would zero-fill a full-size gradient n times.
     for decay_c, local_c in zip(chunk_decay.unbind(-1), local.unbind(3)):
         starts.append(S)
         S = torch.addcmul(local_c, decay_c[..., None, None], S)
-    S_in = torch.stack(starts, dim=3)  # (sign-flipped) state before each chunk, [b, G, R, n, P, N]
+    S_in = torch.stack(starts, dim=3)  # (sign-flipped) state before each chunk, transposed: [b, G, R, n, N, P]
     read = from_start if sign is None else from_start * sign_c
-    y = y + (Cc * read[..., None]) @ S_in.transpose(-1, -2)
+    reader = (Cc * read[..., None]).reshape(-1, Cs, N)
+    # baddbmm adds the carried-in state's reading inside the matmul, with no separate pass over the output.
+    y = torch.baddbmm(y.reshape(-1, Cs, P), reader, S_in.reshape(-1, N, P)).view(y.shape)
 
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(batch, n * Cs, H, P)[:, :T]
     if D is not None and D.dim() == 2:
         y = y + D.float() * xf
-    S = S.reshape(batch, H, P, N)
+    S = S.transpose(-1, -2).reshape(batch, H, P, N)
     if sign is not None:
         S = S * sign[:, -1, :, None, None]
     return y.to(x.dtype), S
