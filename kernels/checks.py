@@ -34,9 +34,10 @@ def check_floats(op: str, **tensors: torch.Tensor | None) -> None:
 
 
 def _all_finite(t: torch.Tensor) -> bool:
-    # One reduction instead of a full boolean mask: any NaN or Inf makes the sum non-finite, and in fp64 a sum of
-    # finite fp16/bf16/fp32 values cannot overflow (1e9 values of at most 3.4e38 stay far below 1.8e308).
-    return math.isfinite(float(t.sum(dtype=torch.float64)))
+    # One reduction in the tensor's own dtype, with no copy (an fp64 sum would first copy the whole tensor to fp64):
+    # any NaN or Inf makes the sum non-finite. A sum of large finite values can overflow too, so a non-finite sum
+    # is only a suspicion, confirmed or cleared elementwise.
+    return math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def check_range(op: str, name: str, t: torch.Tensor, low: float, high: float) -> None:

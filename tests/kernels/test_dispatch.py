@@ -82,6 +82,19 @@ def test_non_finite_inputs_are_refused_on_cpu(op, args):
         op(*tensors)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_finite_check_tells_overflowing_sums_from_inf_and_nan(dtype):
+    from lrnn_lm.kernels.checks import check_floats
+
+    big = torch.full((4, 3), torch.finfo(dtype).max, dtype=dtype)  # finite, but its sum overflows to inf
+    check_floats("op", x=big)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        t = big.clone()
+        t[2, 1] = bad
+        with pytest.raises(ValueError, match="op: x has non-finite values"):
+            check_floats("op", x=t)
+
+
 @pytest.mark.parametrize("bad", [-0.1, 2.5])
 def test_beta_outside_zero_two_is_refused(bad):
     q, k, v, beta = (t.detach().clone() for t in delta_args())
