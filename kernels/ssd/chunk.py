@@ -13,11 +13,12 @@ gates go through the running-sign identity (:mod:`.gates`): the kernel decays by
 ``P_s`` and output ``t`` by ``P_t`` (the running sign). Those weights, ``dt`` and ``D`` (per head) go on the
 ``[C, C]`` scores or on ``B`` and ``C``, never on the ``P``-wide inputs and outputs, which the CPU pays for per pass.
 
-Decays below ``e^-60`` are flushed to exactly 0 (:data:`LOG_DECAY_FLUSH`): a relative change far below fp32
-resolution that keeps subnormal floats out of the CPU matmuls.
+Decays below ``e^-60`` are flushed to exactly 0 (:data:`.chunk_scan.LOG_DECAY_FLUSH`): a relative change far below
+fp32 resolution that keeps subnormal floats out of the CPU matmuls.
 
-``C B^T`` is formed once per group and shared by the ``H / G`` heads that read it. Autograd handles the backward;
-memory is O(batch * H * T * C).
+``C B^T`` is formed once per group and shared by the ``H / G`` heads that read it. This file computes the gates
+and the chunk-major layout (autograd differentiates them); the scan itself, with its backward written out, is
+:mod:`.chunk_scan`. Memory is O(batch * H * T * C).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .gates import log_abs_gate, log_segment_decay, running_sign
+from .chunk_scan import chunked_scan
+from .gates import log_abs_gate, running_sign
 
 # 32, not fla's 64: on CPU the chunk's O(C^2) elementwise work outweighs the per-chunk loop. Forward + backward,
 # signed, 1 thread, chunk 16 / 32 / 64 (2026-11-30, with the scalings on the narrow side; other jobs running):
@@ -58,16 +60,6 @@ def ssd_chunk(
     return y, (S if output_final_state else None)
 
 
-# Decays below e^-60 (~9e-27) are set to exactly 0. Their terms are far below fp32 resolution next to the
-# current token's (decay 1), but as subnormal floats they would slow every CPU matmul they enter several-fold
-# (measured 2x on the whole op with signed gates, many of which are near 0). Gradients lose the same negligible terms.
-LOG_DECAY_FLUSH = -60.0
-
-
-def _flushed_exp(log_decay: torch.Tensor) -> torch.Tensor:
-    return F.threshold(log_decay, LOG_DECAY_FLUSH, float("-inf")).exp()
-
-
 def _chunked(x, dt, B, C, *, A, D, negative, h0, chunk_size):
     batch, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
@@ -95,39 +87,14 @@ def _chunked(x, dt, B, C, *, A, D, negative, h0, chunk_size):
     log_a, dtc, xc = chunked(log_a), chunked(dtf), chunked(xf)  # [b, G, R, n, Cs] and [b, G, R, n, Cs, P]
     Bc, Cc = chunked(B.float()), chunked(C.float())  # [b, G, 1, n, Cs, N]
 
-    decay = _flushed_exp(log_segment_decay(log_a))  # decay[t, s] = prod_{s < k <= t} |a_k| for s <= t, else 0
-    from_start = _flushed_exp(log_a.cumsum(-1))  # prod_{k <= t} |a_k|; the last entry is the whole chunk's
-
     # Every per-token scalar multiplies the narrow side ([Cs, Cs] scores, or [Cs, N] B and C), never the
     # [Cs, P] inputs or outputs: input s is weighted by dt_s (times the running sign P_s when signed), and output t
     # by P_t. Inside a chunk P_t P_s is the sign of the segment's gate product, so the scores are the signed decays.
     sign_c = None if sign is None else chunked(sign)  # [b, G, R, n, Cs]
     w_in = dtc if sign is None else dtc * sign_c
-    scores = decay * (Cc @ Bc.transpose(-1, -2)) * w_in[..., None, :]  # [b, G, R, n, Cs, Cs]
-    if sign is not None:
-        scores = scores * sign_c[..., :, None]
-    if D is not None and D.dim() == 1:  # y_t += D x_t: one more term on the diagonal
-        scores = scores + torch.diag_embed(D.float().view(G, R, 1, 1).expand(G, R, n, Cs))
-    # The intra-chunk outputs and the chunk's own contribution to the state after it
-    # (sum_s decay[last, s] w_in_s B_s x_s^T, kept as [N, P], the transpose of the state) both multiply x on the
-    # right: one matmul of the stacked left sides reads x, and forms its gradient, once.
-    to_end = (Bc * (decay[..., -1, :] * w_in)[..., None]).transpose(-1, -2)  # [b, G, R, n, N, Cs]
-    y, local = (torch.cat([scores, to_end], dim=-2) @ xc).split([Cs, N], dim=-2)  # [.., Cs, P] and [.., N, P]
-    chunk_decay = from_start[..., -1]  # [b, G, R, n]
-    if h0 is None:
-        S = x.new_zeros(batch, G, R, N, P, dtype=torch.float32)
-    else:
-        S = h0.float().view(batch, G, R, P, N).transpose(-1, -2)
-    starts = []
-    # unbind, not indexing: the backward of n indexing ops would zero-fill a full-size gradient n times.
-    for decay_c, local_c in zip(chunk_decay.unbind(-1), local.unbind(3)):
-        starts.append(S)
-        S = torch.addcmul(local_c, decay_c[..., None, None], S)
-    S_in = torch.stack(starts, dim=3)  # (sign-flipped) state before each chunk, transposed: [b, G, R, n, N, P]
-    read = from_start if sign is None else from_start * sign_c
-    reader = (Cc * read[..., None]).reshape(-1, Cs, N)
-    # baddbmm adds the carried-in state's reading inside the matmul, with no separate pass over the output.
-    y = torch.baddbmm(y.reshape(-1, Cs, P), reader, S_in.reshape(-1, N, P)).view(y.shape)
+    D_diag = D.float().view(G, R) if D is not None and D.dim() == 1 else None  # y_t += D x_t, on the diagonal
+    h0_t = None if h0 is None else h0.float().view(batch, G, R, P, N).transpose(-1, -2)  # the scan keeps [N, P]
+    y, S = chunked_scan(log_a, w_in, sign_c, Bc, Cc, xc, D_diag, h0_t)
 
     y = y.permute(0, 3, 4, 1, 2, 5).reshape(batch, n * Cs, H, P)[:, :T]
     if D is not None and D.dim() == 2:
