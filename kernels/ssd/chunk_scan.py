@@ -81,16 +81,17 @@ class _ChunkedScan(torch.autograd.Function):
         y = torch.bmm(M3, x3)
         local = torch.bmm(E3.transpose(1, 2), x3).view(b, G, R, n, N, P)  # each chunk's own state contribution
 
-        # States entering each chunk, written in place: no per-chunk list to stack.
+        # States entering each chunk, written in place: no per-chunk list to stack. The per-chunk views come from
+        # one unbind each, not one indexing op per chunk and tensor (the loop is short; its ops' overhead is not).
         decay_c = f[..., -1]
         S_in, S_end = x.new_empty(b, G, R, n, N, P), x.new_empty(b, G, R, N, P)
+        states = S_in.unbind(3)
         if h0 is None:
-            S_in[:, :, :, 0].zero_()
+            states[0].zero_()
         else:
-            S_in[:, :, :, 0].copy_(h0)
-        for c in range(n):
-            out = S_in[:, :, :, c + 1] if c + 1 < n else S_end
-            torch.addcmul(local[:, :, :, c], decay_c[..., c, None, None], S_in[:, :, :, c], out=out)
+            states[0].copy_(h0)
+        for c, (local_c, decay) in enumerate(zip(local.unbind(3), decay_c[..., None, None].unbind(3))):
+            torch.addcmul(local_c, decay, states[c], out=states[c + 1] if c + 1 < n else S_end)
         read = C * (f if sign is None else f * sign)[..., None]  # [b, G, R, n, Cs, N]
         read = read.reshape(-1, Cs, N)
         y.baddbmm_(read, S_in.view(-1, N, P))
@@ -108,17 +109,14 @@ class _ChunkedScan(torch.autograd.Function):
 
         # State gradients, last chunk first: dS_c = f_c[last] dS_{c+1} + read_c^T dy_c. d_local[c] is the gradient
         # of the state leaving chunk c.
-        from_reads = torch.bmm(read.transpose(1, 2), dy3).view(b, G, R, n, N, P)
-        decay_c = f[..., -1]
+        from_reads = torch.bmm(read.transpose(1, 2), dy3).view(b, G, R, n, N, P).unbind(3)
+        decays = f[..., -1, None, None].unbind(3)
         d_local = torch.empty_like(S_in)
-        d_local[:, :, :, n - 1].copy_(dS_end)
+        d_locals = d_local.unbind(3)
+        d_locals[n - 1].copy_(dS_end)
         for c in range(n - 1, 0, -1):
-            torch.addcmul(
-                from_reads[:, :, :, c], decay_c[..., c, None, None], d_local[:, :, :, c], out=d_local[:, :, :, c - 1]
-            )
-        dh0 = None
-        if ctx.has_h0:
-            dh0 = torch.addcmul(from_reads[:, :, :, 0], decay_c[..., 0, None, None], d_local[:, :, :, 0])
+            torch.addcmul(from_reads[c], decays[c], d_locals[c], out=d_locals[c - 1])
+        dh0 = torch.addcmul(from_reads[0], decays[0], d_locals[0]) if ctx.has_h0 else None
         d_decay_c = (d_local * S_in).sum((-1, -2))
 
         d_local3 = d_local.view(-1, N, P)
