@@ -16,29 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import time_all
 
 from lrnn_lm.kernels import delta_rule, gated_delta_rule
-
-
-def time_all(fns: dict[str, Callable[[], None]], repeats: dict[str, int]) -> dict[str, list[float]]:
-    """Seconds of every run of each function (``repeats[name]`` runs after one warm-up each), alternating
-    between the functions round by round, so that neighbours in a round saw the same machine load."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(max(repeats.values())):
-        for name, fn in fns.items():
-            if r < repeats[name]:
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def make_inputs(batch: int, T: int, H: int, D: int, signed: bool, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=2 python benchmarks/cpu_ssd.py [--batch 4 --T 1024 --H 8 --P 64 --N 64 --G 1] [--repeats 3]
         [--out cpu_ssd.json]
 
-All timings come from one run, alternating between the functions so that drift hits them alike, and are the best
-of ``--repeats`` (the naive token loop, far slower, runs ``--naive-repeats`` times). Every case computes
+All timings come from one run, alternating between the functions so that drift hits them alike. Ratios are given
+as best of ``--repeats`` against best of ``--repeats`` and as the median over rounds of the ratio within a round
+(the naive token loop, far slower, runs ``--naive-repeats`` times and has only the first). Every case computes
 ``y`` (and nothing else) from fp32 leaves that require grad and backpropagates a fixed dense random ``dL/dy``.
 
 The peer is fla's pure-PyTorch chunked simple GLA (``fla.ops.simple_gla.naive.naive_chunk_simple_gla``), the
@@ -16,30 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import paired_ratio, time_all
 
 from lrnn_lm.kernels import ssd
 
 # Wanted ratios (the task's bars), reported next to the measurements.
 BARS = {"chunk_speedup_over_naive": 10.0, "chunk_speedup_over_fla_naive_chunk": 1.5, "signed_time_over_unsigned": 1.05}
-
-
-def _best_times(fns: dict[str, Callable[[], None]], repeats: dict[str, int]) -> dict[str, float]:
-    """Best seconds per function after one warm-up each, interleaving the functions round by round."""
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for r in range(max(repeats.values())):
-        for name, fn in fns.items():
-            if r < repeats[name]:
-                t0 = time.perf_counter()
-                fn()
-                best[name] = min(best[name], time.perf_counter() - t0)
-    return best
 
 
 def make_inputs(batch: int, T: int, H: int, P: int, N: int, G: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -110,15 +97,18 @@ def main() -> None:
     else:
         fla_missing = None
     reps = {name: (args.naive_repeats if "/naive/" in name else args.repeats) for name in fns}
-    secs = _best_times(fns, reps)
+    times = time_all(fns, reps)
+    secs = {name: min(ts) for name, ts in times.items()}
     ratios = {
         "chunk_speedup_over_naive": secs["ssd/naive/unsigned"] / secs["ssd/chunk/unsigned"],
         "signed_time_over_unsigned": secs["ssd/chunk/signed"] / secs["ssd/chunk/unsigned"],
     }
+    # The same ratios as medians over rounds of the ratio within a round (benchmarks/timing.py).
+    paired = {"signed_time_over_unsigned": paired_ratio(times["ssd/chunk/signed"], times["ssd/chunk/unsigned"])}
     if fla_missing is None:
-        ratios["chunk_speedup_over_fla_naive_chunk"] = (
-            secs["fla/naive_chunk_simple_gla/unsigned"] / secs["ssd/chunk/unsigned"]
-        )
+        fla = times["fla/naive_chunk_simple_gla/unsigned"]
+        ratios["chunk_speedup_over_fla_naive_chunk"] = min(fla) / secs["ssd/chunk/unsigned"]
+        paired["chunk_speedup_over_fla_naive_chunk"] = paired_ratio(fla, times["ssd/chunk/unsigned"])
     out = {
         "what": "forward+backward seconds (best of repeats), fp32, CPU",
         "threads": torch.get_num_threads(),
@@ -126,6 +116,7 @@ def main() -> None:
         "repeats": reps,
         "seconds": secs,
         "ratios": ratios,
+        "ratios_median_of_rounds": paired,
         "bars": BARS,
         "fla_unavailable": fla_missing,
     }

@@ -1,7 +1,8 @@
 """End-to-end CPU training throughput (forward + backward + AdamW step) of our Mamba and Mamba-2 against
 transformers' ``MambaForCausalLM`` and ``Mamba2ForCausalLM`` (their reference paths on CPU) at the same sizes,
 and of our [-1,1] DeltaNet. Mamba-2: 4 heads of 64 channels, 1 group (d_inner 256), transformers' chunk 256.
-Prints JSON.
+Tokens/s come from each model's fastest step; the ratios are given from those and as the median over rounds of
+the ratio within a round (``benchmarks/timing.py``). Prints JSON.
 
     python benchmarks/train_throughput.py [--steps 5]
 """
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+from collections.abc import Callable
 
 import torch
+from timing import paired_ratio, time_all
 from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM
@@ -21,8 +23,8 @@ HIDDEN, LAYERS, STATE, EXPAND, T, BATCH, VOCAB = 128, 2, 16, 2, 256, 4, 1000
 SSD_HEAD_DIM = 64  # Mamba-2: d_inner 256 in 4 heads
 
 
-def tokens_per_s(models: dict[str, torch.nn.Module], rounds: int) -> dict[str, float]:
-    """Best-of-``rounds`` tokens/s of full training steps per model, after one warm-up step each.
+def step_times(models: dict[str, torch.nn.Module], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each of ``rounds`` full training steps per model, after one warm-up step each.
 
     The models take turns, one step each per round, so a slow spell of the machine (other jobs, clock changes)
     lands on all of them rather than on whichever happened to be timed then; the ratios stay comparable.
@@ -30,18 +32,18 @@ def tokens_per_s(models: dict[str, torch.nn.Module], rounds: int) -> dict[str, f
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, VOCAB, (BATCH, T), generator=g)
     opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
-    best = dict.fromkeys(models, float("inf"))
-    for r in range(rounds + 1):
-        for name, model in models.items():
+
+    def step(name: str) -> Callable[[], None]:
+        def run() -> None:
+            model = models[name]
             model.train()
-            t0 = time.perf_counter()
-            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-            loss.backward()
+            model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
             opts[name].step()
             opts[name].zero_grad(set_to_none=True)
-            if r > 0:
-                best[name] = min(best[name], time.perf_counter() - t0)
-    return {name: BATCH * T / t for name, t in best.items()}
+
+        return run
+
+    return time_all({name: step(name) for name in models}, dict.fromkeys(models, rounds))
 
 
 def main() -> None:
@@ -93,23 +95,29 @@ def main() -> None:
             "ours_mamba2": sum(p.numel() for p in ours_mamba2.parameters()),
             "ours_deltanet": sum(p.numel() for p in ours_delta.parameters()),
         },
-        "tokens_per_s": tokens_per_s(
-            {
-                "transformers_mamba": peer,
-                "ours_mamba_[-1,1]": ours_mamba,
-                "ours_mamba_[0,1]": ours_mamba_pos,
-                "transformers_mamba2": peer2,
-                "ours_mamba2_[-1,1]": ours_mamba2,
-                "ours_mamba2_[0,1]": ours_mamba2_pos,
-                "ours_deltanet_[-1,1]": ours_delta,
-            },
-            args.steps,
-        ),
     }
-    tps = result["tokens_per_s"]
+    times = step_times(
+        {
+            "transformers_mamba": peer,
+            "ours_mamba_[-1,1]": ours_mamba,
+            "ours_mamba_[0,1]": ours_mamba_pos,
+            "transformers_mamba2": peer2,
+            "ours_mamba2_[-1,1]": ours_mamba2,
+            "ours_mamba2_[0,1]": ours_mamba2_pos,
+            "ours_deltanet_[-1,1]": ours_delta,
+        },
+        args.steps,
+    )
+    result["tokens_per_s"] = tps = {name: BATCH * T / min(ts) for name, ts in times.items()}
     result["ratio_ours_mamba_over_transformers"] = tps["ours_mamba_[-1,1]"] / tps["transformers_mamba"]
     result["ratio_ours_mamba2_over_transformers"] = tps["ours_mamba2_[-1,1]"] / tps["transformers_mamba2"]
     result["ratio_ours_mamba2_signed_over_unsigned_time"] = tps["ours_mamba2_[0,1]"] / tps["ours_mamba2_[-1,1]"]
+    # The same ratios as medians over rounds of the ratio within a round (benchmarks/timing.py).
+    result["ratios_median_of_rounds"] = {
+        "ours_mamba_over_transformers": paired_ratio(times["transformers_mamba"], times["ours_mamba_[-1,1]"]),
+        "ours_mamba2_over_transformers": paired_ratio(times["transformers_mamba2"], times["ours_mamba2_[-1,1]"]),
+        "ours_mamba2_signed_over_unsigned_time": paired_ratio(times["ours_mamba2_[-1,1]"], times["ours_mamba2_[0,1]"]),
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -1,0 +1,39 @@
+"""Interleaved timing for the CPU benchmarks: every function once per round, and two statistics of a ratio.
+
+- best of rounds: the fastest run of each function, which on a shared machine may come from two different load
+  levels;
+- median of rounds: the median, over rounds, of the ratio between two functions timed back to back in the same
+  round (with its quartiles), steadier when the machine's speed drifts between rounds.
+
+Both come from the same runs; the benchmarks report both.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def time_all(fns: dict[str, Callable[[], None]], repeats: dict[str, int]) -> dict[str, list[float]]:
+    """Seconds of every run of each function (``repeats[name]`` runs after one warm-up each), alternating
+    between the functions round by round, so that neighbours in a round saw the same machine load."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(max(repeats.values())):
+        for name, fn in fns.items():
+            if r < repeats[name]:
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> dict[str, float]:
+    """Median and quartiles over rounds of ``numerator[r] / denominator[r]`` (runs of the same round)."""
+    ratios = [a / b for a, b in zip(numerator, denominator, strict=True)]
+    if len(ratios) < 2:
+        return {"median": ratios[0], "q1": ratios[0], "q3": ratios[0], "rounds": len(ratios)}
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return {"median": statistics.median(ratios), "q1": q1, "q3": q3, "rounds": len(ratios)}
