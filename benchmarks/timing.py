@@ -17,12 +17,18 @@ from collections.abc import Callable
 
 def time_all(fns: dict[str, Callable[[], None]], repeats: dict[str, int]) -> dict[str, list[float]]:
     """Seconds of every run of each function (``repeats[name]`` runs after one warm-up each), alternating
-    between the functions round by round, so that neighbours in a round saw the same machine load."""
+    between the functions round by round, so that neighbours in a round saw the same machine load.
+
+    Each round starts one function later than the one before (a rotation), so that no function always runs
+    right after the same other one: a function that leaves the caches cold or the allocator's heap trimmed would
+    otherwise always slow the same neighbour."""
     for fn in fns.values():
         fn()
+    names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(max(repeats.values())):
-        for name, fn in fns.items():
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn = fns[name]
             if r < repeats[name]:
                 t0 = time.perf_counter()
                 fn()
