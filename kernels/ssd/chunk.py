@@ -30,9 +30,9 @@ from .chunk_scan import chunked_scan
 from .gates import log_abs_gate, running_sign
 
 # 32, not fla's 64: on CPU the chunk's O(C^2) elementwise work outweighs the per-chunk loop. Forward + backward,
-# signed, 1 thread, chunk 16 / 32 / 64 (2026-11-30, with the scalings on the narrow side; other jobs running):
-# B 4, T 256, H 4, P 64, N 16 (the model benchmark's shape) 7.2 / 7.6 / 11.4 ms; B 4, T 1024, H 8, P 64, N 64
-# (benchmarks/cpu_ssd.py) 221 / 173 / 174 ms. One size for every length: 32.
+# signed, 2 threads, chunk 16 / 32 / 64, median of interleaved rounds (2026-11-30, with the scan's backward
+# written out): B 4, T 256, H 4, P 64, N 16 (the model benchmark's shape) 4.5 / 4.4 / 6.8 ms; B 4, T 1024, H 8,
+# P 64, N 64 (benchmarks/cpu_ssd.py) 109 / 66 / 79 ms. One size for every length: 32.
 DEFAULT_CHUNK_SIZE = 32
 
 
