@@ -148,7 +148,7 @@ class _ChunkedScan(torch.autograd.Function):
         # are 0, and so are their gradients). d log_a[k] = sum_{t >= k} sum_{s < k} dL[t, s] L[t, s]
         # + sum_{t >= k} df[t] f[t], both as running sums (no differences).
         rows = dL.mul_(L).cumsum(-1)  # rows[t, j] = sum_{s <= j} dL[t, s] L[t, s]
-        below = torch.ones(Cs, Cs, dtype=torch.bool, device=rows.device).tril(-1)
-        d_log_a = F.pad(rows.masked_fill_(~below, 0.0).sum(-2)[..., :-1], (1, 0))
+        below = torch.ones(Cs, Cs, dtype=rows.dtype, device=rows.device).tril(-1)  # rows is finite: a 0/1 multiply
+        d_log_a = F.pad(rows.mul_(below).sum(-2)[..., :-1], (1, 0))
         d_log_a += (df * f).flip(-1).cumsum(-1).flip(-1)
         return d_log_a, dw, None, dB, dC, dx.view(b, G, R, n, Cs, P), dD, dh0

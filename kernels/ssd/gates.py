@@ -73,8 +73,12 @@ def log_segment_decay(log_a: torch.Tensor) -> torch.Tensor:
     cumulative sums, so a gate of exactly 0 (``-inf``) stays exact with no ``-inf - (-inf)`` NaN."""
     C = log_a.shape[-1]
     ones = torch.ones(C, C, dtype=torch.bool, device=log_a.device)
-    seg = log_a.unsqueeze(-1).expand(*log_a.shape, C).masked_fill(~ones.tril(-1), 0.0).cumsum(-2)
-    return seg.masked_fill(~ones.tril(), float("-inf"))
+    # where, not a multiply by a 0/1 mask: log_a may hold -inf, and -inf * 0 is NaN.
+    seg = torch.where(ones.tril(-1), log_a.unsqueeze(-1), 0.0).cumsum(-2)
+    # Adding a 0 / -inf mask in place sets the upper triangle (exact: seg is never +inf); on CPU it is several
+    # times faster than masked_fill with a broadcast mask.
+    above = torch.zeros(C, C, dtype=seg.dtype, device=seg.device).masked_fill_(~ones.tril(), float("-inf"))
+    return seg.add_(above)
 
 
 def running_sign(sign: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
