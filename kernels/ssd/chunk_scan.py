@@ -31,6 +31,8 @@ decays are 0, so that gradient is 0 (the contract in :func:`.chunk.ssd_chunk`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -43,8 +45,15 @@ LOG_DECAY_FLUSH = -60.0
 
 
 def _flushed_exp_(log_decay: torch.Tensor) -> torch.Tensor:
-    """``exp`` in place, with entries at or below the flush level set to exactly 0."""
-    return F.threshold_(log_decay, LOG_DECAY_FLUSH, float("-inf")).exp_()
+    """``exp`` in place, with entries at or below the flush level (to within rounding there) set to exactly 0.
+
+    The flush happens after the ``exp``, on inputs clamped to one below the flush level: on CPU, ``exp`` of
+    ``-inf`` or of anything whose result underflows (below about -87 in fp32) takes a slow path, measured 15x
+    (``-inf``) to 150x (subnormal results) the time of ``exp`` in the normal range. Here every input lands in the
+    normal range, and ``threshold`` then zeroes what lies at or below ``e^LOG_DECAY_FLUSH``.
+    """
+    log_decay = log_decay.clamp_(min=LOG_DECAY_FLUSH - 1.0).exp_()
+    return F.threshold_(log_decay, math.exp(LOG_DECAY_FLUSH), 0.0)
 
 
 def chunked_scan(
