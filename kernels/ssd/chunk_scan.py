@@ -66,8 +66,10 @@ def chunked_scan(
     D: torch.Tensor | None,
     h0: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chunked scan (shapes in the module docstring): returns ``(y, final state transposed)``."""
-    return _ChunkedScan.apply(log_a, w_in, sign, B, C, x, D, h0)
+    """The chunked scan (shapes in the module docstring): returns ``(y, final state transposed)``, in fp32 also
+    under autocast (which would otherwise run its matmuls, and not its in-place updates, in the autocast dtype)."""
+    with torch.autocast(log_a.device.type, enabled=False):
+        return _ChunkedScan.apply(log_a, w_in, sign, B, C, x, D, h0)
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -111,6 +113,11 @@ class _ChunkedScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dS_end):
+        with torch.autocast(dy.device.type, enabled=False):  # a backward called inside autocast stays fp32 too
+            return _ChunkedScan._backward(ctx, dy, dS_end)
+
+    @staticmethod
+    def _backward(ctx, dy, dS_end):
         L, f, CB, w_in, sign, B, C, x3, M3, E3, read, S_in, to_end = ctx.saved_tensors
         b, G, R, n, Cs = f.shape
         N, P = B.shape[-1], x3.shape[-1]

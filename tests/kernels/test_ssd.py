@@ -155,6 +155,19 @@ def test_half_precision_inputs_keep_fp32_state():
     assert y.dtype == torch.bfloat16 and S.dtype == torch.float32
 
 
+@pytest.mark.parametrize("negative", [False, True], ids=["[0,1]", "[-1,1]"])
+def test_chunk_under_bf16_autocast_computes_in_fp32(negative):
+    """The chunk backend computes in fp32 whatever the autocast state: under CPU bf16 autocast its outputs and
+    gradients equal those without autocast, bit for bit (and it runs: its in-place matmul updates would otherwise
+    meet bf16 matmul outputs)."""
+    inputs = ssd_inputs(2, 70, 3, 5, 7, 1, negative=negative)
+    ref = run(inputs, "chunk", negative_eigvals=negative)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run(inputs, "chunk", negative_eigvals=negative)
+    for name, t in ref.items():
+        assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
+
+
 def test_running_sign_identity_fp64():
     """A signed token loop equals an unsigned one fed |a| and P dt x, read out times P (fp64, packed sequences,
     exact zeros and -1 among the gates), using the same helpers as the chunk and triton backends."""
