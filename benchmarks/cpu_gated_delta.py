@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import warnings
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from timing import time_all
+from timing import paired_ratio, time_all
 
 from lrnn_lm.kernels import delta_rule, gated_delta_rule
 
@@ -104,7 +103,7 @@ def main() -> None:
     times = time_all(fns, repeats)
     secs = {name: min(ts) for name, ts in times.items()}
     # On a shared machine best-of can pick two different load levels; the ratio within each round is steadier.
-    paired = [s / u for s, u in zip(times["gated_delta_rule/chunk/signed"], times["gated_delta_rule/chunk/unsigned"])]
+    paired = paired_ratio(times["gated_delta_rule/chunk/signed"], times["gated_delta_rule/chunk/unsigned"])
     ratio = {
         "gated_chunk_speedup_over_naive (want >= 10)": secs["gated_delta_rule/naive/signed"]
         / secs["gated_delta_rule/chunk/signed"],
@@ -112,7 +111,7 @@ def main() -> None:
         / secs["gated_delta_rule/chunk/unsigned"],
         "gated_chunk_signed_time_over_unsigned (want <= 1.05)": secs["gated_delta_rule/chunk/signed"]
         / secs["gated_delta_rule/chunk/unsigned"],
-        "gated_chunk_signed_over_unsigned_median_of_rounds (want <= 1.05)": statistics.median(paired),
+        "gated_chunk_signed_over_unsigned_median_of_rounds (want <= 1.05)": paired["median"],
         "delta_rule_chunk_speedup_over_fla_chunkwise32 (want >= 1.5)": secs["delta_rule/fla_chunkwise32/unsigned"]
         / secs["delta_rule/chunk/unsigned"],
         "delta_rule_chunk_speedup_over_fla_chunkwise64": secs["delta_rule/fla_chunkwise64/unsigned"]

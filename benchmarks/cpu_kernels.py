@@ -7,26 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import time_all
 
 from lrnn_lm.kernels import delta_rule, selective_scan
-
-
-def _time_pair(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Best-of-``repeats`` seconds per function, alternating between them so drift hits both alike."""
-    for fn in fns.values():
-        fn()  # warm-up
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
 
 
 def scan_case(batch: int, T: int, d_inner: int, N: int, backend: str, negative: bool):
@@ -74,9 +60,9 @@ def main() -> None:
     }
     for op, make in cases.items():
         for be in ("naive", "chunk"):
-            secs = _time_pair({s: make(be, s == "signed") for s in ("unsigned", "signed")}, args.repeats)
-            for s, sec in secs.items():
-                out["tokens_per_s"][f"{op}/{be}/{s}"] = tokens / sec
+            fns = {s: make(be, s == "signed") for s in ("unsigned", "signed")}
+            for s, times in time_all(fns, dict.fromkeys(fns, args.repeats)).items():
+                out["tokens_per_s"][f"{op}/{be}/{s}"] = tokens / min(times)  # best of repeats
     tps = out["tokens_per_s"]
     out["ratios"] = {
         f"{op}/chunk_over_naive/{s}": tps[f"{op}/chunk/{s}"] / tps[f"{op}/naive/{s}"]

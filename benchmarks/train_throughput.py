@@ -33,11 +33,12 @@ def step_times(models: dict[str, torch.nn.Module], rounds: int) -> dict[str, lis
     ids = torch.randint(0, VOCAB, (BATCH, T), generator=g)
     opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
 
+    for model in models.values():
+        model.train()
+
     def step(name: str) -> Callable[[], None]:
         def run() -> None:
-            model = models[name]
-            model.train()
-            model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+            models[name](input_ids=ids, labels=ids, use_cache=False).loss.backward()
             opts[name].step()
             opts[name].zero_grad(set_to_none=True)
 
