@@ -21,8 +21,8 @@ def log_abs_gate(dt: torch.Tensor, A: torch.Tensor, negative_eigvals: bool) -> t
 
     Unsigned: ``log a = dt A`` exactly, with no exp/log round trip, so the gradient is exact even where
     ``exp(dt A)`` underflows to 0. Signed: ``log|a| = -inf`` where ``a == 0`` exactly, and the gradient there is 0
-    (``d log|a| / da = 1/a`` is undefined at 0; the double ``where`` keeps NaN out of the backward). The sign of
-    exactly 0 is +1 so the running sign never becomes 0.
+    (``d log|a| / da = 1/a`` is undefined at 0; :class:`_SignedLogGate` writes that gradient out and masks it).
+    The sign of exactly 0 is +1 so the running sign never becomes 0.
     """
     if not negative_eigvals:
         return dt * A, None
@@ -30,12 +30,11 @@ def log_abs_gate(dt: torch.Tensor, A: torch.Tensor, negative_eigvals: bool) -> t
 
 
 def log_abs_and_sign(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log|a|, sign)`` of a signed gate ``a`` (see :func:`log_abs_gate`); ``sign`` carries no gradient."""
-    zero = a == 0
-    safe = torch.where(zero, torch.ones_like(a), a)
-    log_abs = torch.where(zero, torch.full_like(a, float("-inf")), safe.abs().log())
-    sign = torch.where(a < 0, -torch.ones_like(a), torch.ones_like(a)).detach()
-    return log_abs, sign
+    """``(log|a|, sign)`` of a signed gate ``a``, values only (neither carries a gradient; a gradient through the
+    gate comes from :func:`log_abs_gate` or, in the Triton backend, from :mod:`.gate_grad`): ``log|0| = -inf``, and
+    the sign of exactly 0 is +1 (see :func:`log_abs_gate`)."""
+    a = a.detach()
+    return a.abs().log(), torch.ones_like(a).masked_fill_(a < 0, -1.0)
 
 
 class _SignedLogGate(torch.autograd.Function):
@@ -47,9 +46,8 @@ class _SignedLogGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dt, A):
         e = torch.exp(dt * A)
-        a = 2 * e - 1
-        log_abs = a.abs().log()  # -inf exactly where a == 0
-        sign = torch.ones_like(a).masked_fill_(a < 0, -1.0)
+        a = 2 * e - 1  # gate(dt, A, True), with exp(dt A) kept for the backward
+        log_abs, sign = log_abs_and_sign(a)
         ctx.save_for_backward(dt, A, e, a)
         ctx.mark_non_differentiable(sign)
         return log_abs, sign
