@@ -3,7 +3,8 @@
 
 Shape: hidden 128, 2 layers, 4 heads (and a GQA variant with 2 key/value heads), SwiGLU MLP 352, vocab 1000,
 T 256, batch 4, fp32. Our model is the converted Llama (``lrnn_lm.convert``), so both hold the same weights.
-Steps alternate between the two models so machine load hits both alike; each reports its best step.
+Steps alternate between the two models so machine load hits both alike (``benchmarks/timing.py``); each reports
+its best step.
 
     python benchmarks/train_throughput_attention.py [--steps 5]
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+from collections.abc import Callable
 
 import torch
+from timing import time_all
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lrnn_lm.convert import convert_model
@@ -22,18 +24,15 @@ from lrnn_lm.convert import convert_model
 HIDDEN, LAYERS, HEADS, MLP, T, BATCH, VOCAB = 128, 2, 4, 352, 256, 4, 1000
 
 
-def trainer(model: torch.nn.Module, ids: torch.Tensor):
-    """A function running one full training step of ``model`` and returning its wall time."""
+def trainer(model: torch.nn.Module, ids: torch.Tensor) -> Callable[[], None]:
+    """A function running one full training step of ``model``."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-    def step() -> float:
-        t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        loss.backward()
+    def step() -> None:
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
 
     return step
 
@@ -54,13 +53,8 @@ def compare(kv_heads: int, steps: int) -> dict:
     ours = convert_model(llama).float()
     ids = torch.randint(0, VOCAB, (BATCH, T), generator=torch.Generator().manual_seed(0))
     runs = {"transformers_llama": trainer(llama, ids), "ours_attention": trainer(ours, ids)}
-    best = {name: float("inf") for name in runs}
-    for i in range(steps + 1):  # step 0 warms up
-        for name, step in runs.items():
-            elapsed = step()
-            if i > 0:
-                best[name] = min(best[name], elapsed)
-    tps = {name: BATCH * T / t for name, t in best.items()}
+    times = time_all(runs, dict.fromkeys(runs, steps))  # after one warm-up step each
+    tps = {name: BATCH * T / min(ts) for name, ts in times.items()}
     return {
         "kv_heads": kv_heads,
         "params": {"transformers_llama": sum(p.numel() for p in llama.parameters()), "ours": ours.num_parameters()},
