@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from lrnn_lm.experiments.sweep import SweepError, load_sweep, main
 from lrnn_lm.tasks import IGNORE_INDEX, get_task
-from lrnn_lm.tasks.sweep import SweepError, load_sweep, main
 from lrnn_lm.training.config import TaskConfig
 from lrnn_lm.training.task_data import TaskBatches
 
@@ -127,6 +127,17 @@ def test_a_model_may_run_in_its_own_ranges_and_seeds(tmp_path):
     spec.write_text(spec.read_text().replace("ranges: ['[0,1]']", "ranges: ['[0,2]']"))
     with pytest.raises(SweepError, match="Deep"):
         load_sweep(spec)
+
+
+def test_paths_are_read_from_the_working_directory_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    """No path is found by climbing up from the package: train.py and the configs come from the working directory
+    (the repository root), and a sweep started elsewhere stops naming what it could not find."""
+    assert load_sweep(TINY).train_script == ROOT / "train.py"
+    with pytest.raises(SweepError, match="train script 'no_such_train.py' not found"):
+        load_sweep(TINY, train_script="no_such_train.py")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SweepError, match="not found from .*repository root"):
+        load_sweep(TINY)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM
+from lrnn_lm.experiments.evaluate import main as evaluate_main
+from lrnn_lm.experiments.export_lm_eval import EXPORTED, export_rows
 from lrnn_lm.tasks import IGNORE_INDEX, TASKS, Example, collate, get_task, sample_length
-from lrnn_lm.tasks.evaluate import main as evaluate_main
-from lrnn_lm.tasks.export_lm_eval import EXPORTED, export_rows
 from lrnn_lm.tasks.groups import transpositions
 from lrnn_lm.tasks.metrics import (
     accuracy,

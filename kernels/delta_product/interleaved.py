@@ -3,7 +3,7 @@
 Sub-step ``t * n_h + j`` carries ``k[:, t, j], v[:, t, j], beta[:, t, j]``. The token's gate sits on its first
 sub-step (1 on the others), and its output is read on its last sub-step, where ``q`` is placed (zeros elsewhere,
 whose outputs are dropped). Packed sequences keep their boundaries with ``cu_seqlens * n_h``. See
-``shared/notes/signed-chunking.md``. The chunk and triton backends differ only in the backend they pass on.
+``docs/signed_chunking.md``. The chunk and triton backends differ only in the backend they pass on.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 fla's gated kernels take the gate in log space, ``g = log alpha``, so they accept only ``alpha`` in (0, 1]. For
 ``alpha = s |alpha|`` with ``s = +-1``, let ``P_t = s_1 ... s_t`` (restarting at every sequence start). Then
 ``S'_t = P_t S_t`` obeys the same recurrence with gate ``|alpha_t|`` and values ``P_t v_t``, and
-``o_t = P_t o'_t`` (``shared/notes/signed-chunking.md``). So this module
+``o_t = P_t o'_t`` (``docs/signed_chunking.md``). So this module
 
 1. computes ``P`` (a cumulative count of negative gates, mod 2; the sign of exactly 0 is +1),
 2. runs fla's unsigned kernel on ``g = log(max(|alpha|, 1e-10))`` and ``v' = P v``,

@@ -2,7 +2,7 @@
 
 ``a_t = s_t |a_t|`` with ``s_t`` in {-1, +1}; ``P_t = s_1 ... s_t`` restarts at every sequence start. An unsigned
 log-space kernel fed ``log|a_t|`` and inputs times ``P_t`` gives the signed result after one more multiply of its
-output by ``P_t`` (``/work/shared/notes/signed-chunking.md``). ``P`` is exactly +-1, so this loses no precision.
+output by ``P_t`` (``docs/signed_chunking.md``). ``P`` is exactly +-1, so this loses no precision.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ SSD is simple GLA (a scalar decay per head and token) with ``q = C``, ``k = B`` 
 ``v = dt x``, ``g = log a`` and ``scale = 1``. fla's kernels take ``g`` in log space and form decays as
 ``exp(g_t - g_s)`` of within-chunk cumulative sums, so:
 
-- **Signed gates** use the running-sign identity (``shared/notes/signed-chunking.md``, :mod:`.gates`): fla gets
+- **Signed gates** use the running-sign identity (``docs/signed_chunking.md``, :mod:`.gates`): fla gets
   ``g = log|a|`` and ``v = P dt x``; we return ``y = P o + D x`` and the final state times each sequence's last
   ``P``. ``P`` restarts at every ``cu_seqlens`` boundary.
 - **Gates at or near 0**: ``log 0 = -inf`` would make ``-inf - (-inf)`` NaN inside fla, so ``log|a|`` is floored at

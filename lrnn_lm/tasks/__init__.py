@@ -1,6 +1,5 @@
-"""State-tracking tasks (parity, modular arithmetic, permutation groups): seeded online generators, collation,
-metrics, a length-generalisation evaluation (``python -m lrnn_lm.tasks.evaluate``) and an lm-eval export
-(``python -m lrnn_lm.tasks.export_lm_eval``)."""
+"""State-tracking tasks (parity, modular arithmetic, permutation groups): seeded online generators, collation and
+metrics. The experiments that use them (evaluation, sweeps, lm-eval export) live in :mod:`lrnn_lm.experiments`."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ Dtypes, and why:
   interpreter computes ``tl.dot`` in true fp32, so the tolerance is 1e-5 (measured 4e-6 at most, on dalpha);
   on a GPU Triton uses TF32 for fp32 dots, which ``benchmarks/gpu_gated_delta.py`` checks with a looser bar.
 - bf16 is not checkable here: the interpreter runs numpy arithmetic on bf16's raw bit patterns (relative errors
-  around 1e10 whatever the kernel does; see ``shared/notes/triton-on-cpu.md``). Checked on a GPU only.
+  around 1e10 whatever the kernel does; see ``docs/triton_on_cpu.md``). Checked on a GPU only.
 
 Gates near 0: the wrapper floors ``|alpha|`` at 1e-10 in fla's forward (module docstring of
 ``gated_delta_rule.triton``), and when some ``|alpha| < 0.1`` the gate's gradient comes from

@@ -24,7 +24,7 @@ Dtypes, and why:
   floor, and the fp32 ulp there (3e-5 at 500) limits the decays' accuracy: :data:`FLOOR_FP32_TOL` (measured
   1.0e-5).
 - **bf16: not testable here.** The interpreter runs numpy arithmetic on bf16's raw uint16 bit patterns (relative
-  errors ~1e10 whatever the kernel does; ``shared/notes/triton-on-cpu.md``). ``benchmarks/gpu_ssd.py`` checks
+  errors ~1e10 whatever the kernel does; ``docs/triton_on_cpu.md``). ``benchmarks/gpu_ssd.py`` checks
   bf16 on a GPU.
 """
 

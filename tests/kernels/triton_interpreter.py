@@ -1,6 +1,6 @@
 """Shims that let fla's autotuned Triton kernels run on CPU under ``TRITON_INTERPRET=1`` (tests only).
 
-See ``shared/notes/triton-on-cpu.md``. They patch Triton's interpreter and autotuner, never library code, and
+See ``docs/triton_on_cpu.md``. They patch Triton's interpreter and autotuner, never library code, and
 do nothing unless ``TRITON_INTERPRET=1``:
 
 1. The autotuner benchmarks every config, which needs a GPU driver; under the interpreter keep the first one.

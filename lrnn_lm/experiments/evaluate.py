@@ -1,6 +1,6 @@
 """Length-generalisation evaluation of trained checkpoints on a state-tracking task.
 
-    python -m lrnn_lm.tasks.evaluate --checkpoints runs/a runs/b --task parity --lengths 40,64,128,256 \
+    python -m lrnn_lm.experiments.evaluate --checkpoints runs/a runs/b --task parity --lengths 40,64,128,256 \
         --num 1000 --output outputs/state_tracking
 
 Each requested length is one bucket of ``--num`` sequences of exactly that length (after the task's
@@ -28,8 +28,8 @@ from transformers import AutoModelForCausalLM
 
 import lrnn_lm  # noqa: F401  (registers the LRNN model with the Auto classes)
 
-from . import Example, Task, collate, get_task
-from .metrics import correct_counts, final_answer_hits, scaled_accuracy
+from ..tasks import Example, Task, collate, get_task
+from ..tasks.metrics import correct_counts, final_answer_hits, scaled_accuracy
 from .report import write_plots, write_table
 
 DEFAULT_SEEDS = {"test": 1234, "val": 4242}  # val: train.py's data.task.val_seed default

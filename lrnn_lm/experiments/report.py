@@ -1,5 +1,5 @@
 """Plot (scaled accuracy against length, one line per model) and a Table-3-style markdown table from the
-``results.json`` content written by :mod:`lrnn_lm.tasks.evaluate`."""
+``results.json`` content written by :mod:`lrnn_lm.experiments.evaluate`."""
 
 from __future__ import annotations
 

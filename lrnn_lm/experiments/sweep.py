@@ -1,7 +1,7 @@
 """One command for a state-tracking table: a grid of models x eigenvalue ranges x seeds through ``train.py``, then
 through the length evaluation (the validation stream first, the test stream once per finished run).
 
-    python -m lrnn_lm.tasks.sweep configs/sweeps/cpu_parity.yaml [--jobs N] [--dry-run] [--val-only] [--only TEXT]
+    python -m lrnn_lm.experiments.sweep configs/sweeps/cpu_parity.yaml [--jobs N] [--dry-run] [--val-only] [--only TEXT]
 
 A sweep file (configs/sweeps/*.yaml)::
 
@@ -29,6 +29,9 @@ stream of a run is read once. ``--jobs N`` runs N jobs side by side: on CPU each
 ``CUDA_VISIBLE_DEVICES``. Training logs go to ``OUT_ROOT/logs/``. At the end ``OUT_ROOT`` holds ``results.json``,
 ``table.md`` (Table 3 layout: best of the seeds, as the paper reports, and mean ± std) and one ``<task>.png`` per
 task (lines: seed mean; bands: seed min-max; the training lengths shaded).
+
+Run it from the repository root, as every command in the README: config paths in a sweep file are relative to the
+working directory, and each run starts ``train.py`` from there (``--train-script`` names another one).
 """
 
 from __future__ import annotations
@@ -47,8 +50,6 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-TRAIN = REPO / "train.py"
 EVAL_FILE = "sweep_eval.json"
 # transformers' from_pretrained builds the model on the meta device by patching global state: two loads at once in
 # two threads break each other ("Cannot copy out of meta tensor", untied heads). Loads take turns; scoring does not.
@@ -95,6 +96,7 @@ class Sweep:
     runs: list[Run]
     evaluate: dict
     source: str
+    train_script: Path = Path("train.py")
     extra: dict = field(default_factory=dict)
 
 
@@ -107,18 +109,21 @@ def _flag(key: str, value) -> str:
     return f"--{key}={json.dumps(value)}"
 
 
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p.resolve()
-    return (REPO / p).resolve()  # configs/... from anywhere
+def _resolve(path: str, what: str) -> Path:
+    p = Path(path).resolve()
+    if not p.exists():
+        raise SweepError(f"{what} {path!r} not found from {Path.cwd()}: run the sweep from the repository root")
+    return p
 
 
-def load_sweep(path: str | Path, out_root: str | None = None) -> Sweep:
-    """Read a sweep file and build its runs; every run's train.py config is checked here, before any work."""
+def load_sweep(path: str | Path, out_root: str | None = None, train_script: str | Path = "train.py") -> Sweep:
+    """Read a sweep file and build its runs; every run's train.py config is checked here, before any work.
+
+    Config paths in the file and ``train_script`` are relative to the working directory (the repository root)."""
+    from ..tasks import get_task
     from ..training.config import ConfigError, load_config
-    from . import get_task
 
+    script = _resolve(str(train_script), "train script")
     spec = yaml.safe_load(Path(path).read_text()) or {}
     unknown = set(spec) - {"out_root", "ranges", "seeds", "overrides", "models", "evaluate"}
     if unknown:
@@ -139,7 +144,7 @@ def load_sweep(path: str | Path, out_root: str | None = None) -> Sweep:
             raise SweepError(
                 f"{path}: each model needs 'name' and 'config' (optional: overrides, ranges, seeds), got {model}"
             )
-        base = _resolve(model["config"])
+        base = _resolve(model["config"], f"model {model['name']!r}: config")
         shared = {**(spec.get("overrides") or {}), **(model.get("overrides") or {})}
         ranges = model.get("ranges", spec.get("ranges", ["[-1,1]", "[0,1]"]))
         bad = [r for r in ranges if r not in RANGE_SLUGS]
@@ -181,7 +186,7 @@ def load_sweep(path: str | Path, out_root: str | None = None) -> Sweep:
                         cfg.to_dict(),
                     )
                 )
-    return Sweep(root, runs, evaluate, str(path))
+    return Sweep(root, runs, evaluate, str(path), script)
 
 
 # ----------------------------------------------------------------------------- state of a run on disk
@@ -253,7 +258,7 @@ def evaluate_run(run: Run, split: str, spec: dict, batch_size: int, device: str)
         return hit
     from transformers import AutoModelForCausalLM
 
-    from . import get_task
+    from ..tasks import get_task
     from .evaluate import build_test_set, evaluate_model
 
     task = get_task(run.task["name"], **run.task["options"])
@@ -304,9 +309,9 @@ def child_env(gpu: str | None) -> dict:
     return env
 
 
-def train_run(run: Run, gpu: str | None, logs: Path, say: Printer, label: str) -> bool:
-    """Train (or resume) ``run`` in a child ``train.py``; True when it finished."""
-    cmd = [sys.executable, str(TRAIN), *run.args] + (["--train.threads=1"] if gpu is None else [])
+def train_run(run: Run, script: Path, gpu: str | None, logs: Path, say: Printer, label: str) -> bool:
+    """Train (or resume) ``run`` in a child ``train.py`` (``script``); True when it finished."""
+    cmd = [sys.executable, str(script), *run.args] + (["--train.threads=1"] if gpu is None else [])
     log = logs / f"{run.out.parent.name}__{run.out.name}.log"
     how = "resume" if (run.out / "run.json").exists() else "start"
     say(f"{how:6s} {label} {run.name} ({'GPU ' + gpu if gpu is not None else 'CPU, 1 thread'}); log {log}")
@@ -339,7 +344,7 @@ def do_run(
             )
             return {**record, "status": "failed", "config_mismatch": {k: list(v) for k, v in changed.items()}}
         say(f"skip   {label} {run.name}: finished")
-    elif not train_run(run, gpu, sweep.out_root / "logs", say, label):
+    elif not train_run(run, sweep.train_script, gpu, sweep.out_root / "logs", say, label):
         return {**record, "status": "failed"}
     else:
         record["status"] = "trained"
@@ -405,6 +410,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="print each run's state and command; run nothing")
     p.add_argument("--val-only", action="store_true", help="score the validation stream only (while choosing)")
     p.add_argument("--out-root", default=None, help="replace the sweep file's out_root")
+    p.add_argument("--train-script", default="train.py", help="the train.py each run starts (default: ./train.py)")
     p.add_argument(
         "--only",
         nargs="+",
@@ -418,14 +424,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
-        sweep = load_sweep(args.sweep, args.out_root)
+        sweep = load_sweep(args.sweep, args.out_root, args.train_script)
     except SweepError as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
         for i, run in enumerate(sweep.runs):
             print(f"[{i + 1}/{len(sweep.runs)}] {state_of(run):8s} {run.name}")
-            print(f"    {sys.executable} {TRAIN} {' '.join(run.args)}")
+            print(f"    {sys.executable} {sweep.train_script} {' '.join(run.args)}")
         return 0
     results = run_sweep(sweep, args.jobs, args.val_only, args.only)
     return 1 if results["failed"] else 0

@@ -1,4 +1,4 @@
-"""The outputs of a sweep (:mod:`lrnn_lm.tasks.sweep`): ``results.json``, a Table 3-style ``table.md`` with the
+"""The outputs of a sweep (:mod:`lrnn_lm.experiments.sweep`): ``results.json``, a Table 3-style ``table.md`` with the
 best of the seeds (as the paper reports) and mean ± std, and one plot per task with a band per model."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def cell_stats(runs: dict[int, dict], split: str) -> dict | None:
 
 def aggregate(sweep, records: list[dict]) -> dict:
     """``results.json``: per task, per cell (model and range), every seed's record and the statistics per split."""
-    from . import get_task
+    from ..tasks import get_task
 
     tasks: dict[str, dict] = {}
     for run, rec in zip(sweep.runs, records):

@@ -1,6 +1,6 @@
 """Export fixed state-tracking test sets as lm-eval tasks (JSONL + task YAML, and a group YAML).
 
-    python -m lrnn_lm.tasks.export_lm_eval --out configs/lm_eval_tasks
+    python -m lrnn_lm.experiments.export_lm_eval --out configs/lm_eval_tasks
     lm_eval --model hf --model_args pretrained=CKPT --include_path configs/lm_eval_tasks \
         --tasks lrnn_state_tracking        # or lrnn_parity,lrnn_s5,...
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from . import get_task, sample_length
+from ..tasks import get_task, sample_length
 
 EXPORTED = ["parity", "mod_arith", "mod_arith_brackets", "s3", "s5"]
 GROUP = "lrnn_state_tracking"
