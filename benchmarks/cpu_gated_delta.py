@@ -19,25 +19,10 @@ import warnings
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from timing import paired_ratio, time_all
 
 from lrnn_lm.kernels import delta_rule, gated_delta_rule
-
-
-def make_inputs(batch: int, T: int, H: int, D: int, signed: bool, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    alpha = torch.rand(batch, T, H, generator=g) * 0.9 + 0.1  # in [0.1, 1): fla's references need alpha > 0
-    if signed:
-        alpha = alpha * torch.where(torch.rand(batch, T, H, generator=g) < 0.5, -1.0, 1.0)
-    tensors = {
-        "q": torch.randn(batch, T, H, D, generator=g),
-        "k": F.normalize(torch.randn(batch, T, H, D, generator=g), dim=-1),
-        "v": torch.randn(batch, T, H, D, generator=g),
-        "beta": torch.rand(batch, T, H, generator=g) * (2.0 if signed else 1.0),
-        "alpha": alpha,
-    }
-    return {name: t.requires_grad_() for name, t in tensors.items()}
+from lrnn_lm.kernels.testing import make_inputs
 
 
 def ours_gated(x: dict, backend: str) -> Callable[[], None]:
@@ -88,8 +73,8 @@ def main() -> None:
     p.add_argument("--out", type=str, default=None, help="also write the JSON here")
     args = p.parse_args()
     warnings.filterwarnings("ignore", message=".*Triton is not supported.*")
-    shape = (args.batch, args.T, args.heads, args.dim)
-    unsigned, signed = make_inputs(*shape, signed=False), make_inputs(*shape, signed=True)
+    shape = dict(batch=args.batch, T=args.T, H=args.heads, K=args.dim, V=args.dim)
+    unsigned, signed = (make_inputs("gated_delta_rule", shape, signed=s, with_state=False) for s in (False, True))
     fns = {
         "gated_delta_rule/chunk/unsigned": ours_gated(unsigned, "chunk"),
         "gated_delta_rule/chunk/signed": ours_gated(signed, "chunk"),

@@ -9,39 +9,22 @@ import argparse
 import json
 
 import torch
-import torch.nn.functional as F
 from timing import time_all
 
-from lrnn_lm.kernels import delta_rule, selective_scan
+from lrnn_lm import kernels
+from lrnn_lm.kernels.testing import FLAGGED, POSITIONAL, make_inputs
 
 
-def scan_case(batch: int, T: int, d_inner: int, N: int, backend: str, negative: bool):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, T, d_inner, generator=g, requires_grad=True)
-    dt = F.softplus(torch.randn(batch, T, d_inner, generator=g) - 2).requires_grad_()
-    A = (-torch.arange(1, N + 1, dtype=torch.float32).repeat(d_inner, 1)).requires_grad_()
-    B = torch.randn(batch, T, N, generator=g, requires_grad=True)
-    C = torch.randn(batch, T, N, generator=g, requires_grad=True)
-    D = torch.ones(d_inner, requires_grad=True)
-    z = torch.randn(batch, T, d_inner, generator=g, requires_grad=True)
+def case(op: str, shape: dict, backend: str, negative: bool):
+    """Forward and ``y.sum().backward()`` of ``op`` on the shared harness's inputs (fp32, no initial state)."""
+    x = make_inputs(op, shape, signed=negative, with_state=False)
+    args = [x.get(name) for name in POSITIONAL[op]]
+    kw = {"negative_eigvals": negative} if op in FLAGGED else {}
+    fn = getattr(kernels, op)
 
     def run():
-        y, _ = selective_scan(x, dt, A, B, C, D, z, negative_eigvals=negative, backend=backend)
+        y, _ = fn(*args, backend=backend, **kw)
         y.sum().backward()
-
-    return run
-
-
-def delta_case(batch: int, T: int, H: int, Dh: int, backend: str, negative: bool):
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(batch, T, H, Dh, generator=g, requires_grad=True)
-    k = F.normalize(torch.randn(batch, T, H, Dh, generator=g), dim=-1).requires_grad_()
-    v = torch.randn(batch, T, H, Dh, generator=g, requires_grad=True)
-    beta = ((2.0 if negative else 1.0) * torch.rand(batch, T, H, generator=g)).requires_grad_()
-
-    def run():
-        o, _ = delta_rule(q, k, v, beta, backend=backend)
-        o.sum().backward()
 
     return run
 
@@ -55,12 +38,12 @@ def main() -> None:
     tokens = args.batch * args.T
     out: dict = {"threads": torch.get_num_threads(), "batch": args.batch, "T": args.T, "tokens_per_s": {}}
     cases = {
-        "selective_scan": lambda be, neg: scan_case(args.batch, args.T, 256, 16, be, neg),
-        "delta_rule": lambda be, neg: delta_case(args.batch, args.T, 4, 64, be, neg),
+        "selective_scan": dict(batch=args.batch, T=args.T, d=256, N=16),
+        "delta_rule": dict(batch=args.batch, T=args.T, H=4, K=64, V=64),
     }
-    for op, make in cases.items():
+    for op, shape in cases.items():
         for be in ("naive", "chunk"):
-            fns = {s: make(be, s == "signed") for s in ("unsigned", "signed")}
+            fns = {s: case(op, shape, be, s == "signed") for s in ("unsigned", "signed")}
             for s, times in time_all(fns, dict.fromkeys(fns, args.repeats)).items():
                 out["tokens_per_s"][f"{op}/{be}/{s}"] = tokens / min(times)  # best of repeats
     tps = out["tokens_per_s"]

@@ -20,26 +20,13 @@ import json
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from timing import paired_ratio, time_all
 
 from lrnn_lm.kernels import ssd
+from lrnn_lm.kernels.testing import make_inputs
 
 # Wanted ratios (the task's bars), reported next to the measurements.
 BARS = {"chunk_speedup_over_naive": 10.0, "chunk_speedup_over_fla_naive_chunk": 1.5, "signed_time_over_unsigned": 1.05}
-
-
-def make_inputs(batch: int, T: int, H: int, P: int, N: int, G: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    t = {
-        "x": torch.randn(batch, T, H, P, generator=g),
-        "dt": F.softplus(torch.randn(batch, T, H, generator=g) - 1),
-        "A": -torch.exp(torch.randn(H, generator=g) * 0.5),
-        "B": torch.randn(batch, T, G, N, generator=g) / N**0.5,
-        "C": torch.randn(batch, T, G, N, generator=g) / N**0.5,
-        "D": torch.randn(H, generator=g),
-    }
-    return {k: v.requires_grad_() for k, v in t.items()}
 
 
 def _cotangent(like: torch.Tensor) -> torch.Tensor:
@@ -84,7 +71,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args()
     shape = {k: getattr(args, k) for k in ("batch", "T", "H", "P", "N", "G")}
-    inputs = make_inputs(**shape)
+    inputs = make_inputs("ssd", shape, signed=False, with_state=False)
     fns = {
         "ssd/naive/unsigned": ssd_case(inputs, "naive", False),
         "ssd/chunk/unsigned": ssd_case(inputs, "chunk", False),

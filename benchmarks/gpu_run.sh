@@ -1,85 +1,75 @@
 #!/usr/bin/env bash
-# The GPU check in one call: benchmarks/gpu_validate.py on a CUDA machine, results in $OUT.
+# The GPU check in one command: the test suite on the GPU (pytest --device cuda), then the timings
+# (benchmarks/gpu_timing.py), then one report: $OUT/gpu_report.json and $OUT/gpu_report.md (also printed).
 #
-# 1. Here, on a machine with pip and the package index, once (about 27 MB into .whl/, ignored by git):
-#        bash benchmarks/gpu_run.sh fetch
-#    It downloads, for CPython 3.12 on x86-64 Linux, the pinned packages the lent H200's image lacks (its image has
-#    torch, triton, transformers 5.17, accelerate, tokenizers, pyarrow, pandas, sacrebleu; see
-#    /work/.library/device/KINDS.md): fla, transformers 5.24 (our pin), datasets, lm-eval and their small missing
-#    dependencies. mamba_ssm and causal_conv1d are not among them: PyPI has only their source (a CUDA build).
-# 2. On the GPU machine (device tool: run with carry [".whl"] and timeout_s 540):
-#        bash benchmarks/gpu_run.sh
-#    Installs .whl/ offline into /tmp/site (nothing is fetched), installs this project (editable, offline), prints
-#    the GPU, and runs gpu_validate.py with BUDGET_S (default 420 s; with the machine's start and the installs about
-#    9 of a session's 15 device minutes, leaving a short rerun's worth). Files: $OUT/gpu_validate.json,
-#    $OUT/gpu_validate.md (targets beside measured values), $OUT/gpu_run.log. The summary is also printed last.
-#    A rerun of what failed or was skipped, e.g. (ONLY: fnmatch patterns over SECTION/ITEM; WEIGHTS: budget shares):
-#        SECTIONS=kernel_timing,train_throughput BUDGET_S=150 bash benchmarks/gpu_run.sh
-#        ONLY='kernel_correctness/ssd/triton,kernel_timing/ssd*' WEIGHTS=kernel_correctness=0.6 bash benchmarks/gpu_run.sh
-# Triton's cache (compiled kernels and fla's autotuning results) comes back as $OUT/triton_cache.tgz (when under
-# 16 MB) and is restored from .whl/triton_cache.tgz when carried: on a fresh H200 compiling and autotuning fla's
-# kernels took most of the budget (about 55 s for DeltaNet's, 100 s for the SSD forward). Before the next call:
-#        cp /work/.device/N/triton_cache.tgz .whl/
-# It only helps on the same image (the cache is keyed by Triton version, GPU and kernel source).
-# On any other CUDA machine with `pip install -r requirements.txt` done, the same command works (.whl/ is optional).
+#   OUT=gpu_out BUDGET_S=480 bash benchmarks/gpu_run.sh
+#   REHEARSE=1 OUT=/tmp/rehearsal bash benchmarks/gpu_run.sh      # the same on CPU at tiny shapes (CI runs this)
+#
+# Environment (every path comes from here; none is assumed):
+#   OUT         results folder (default: gpu_run_out)                 WORK   scratch folder (default: $OUT/work)
+#   BUDGET_S    seconds for tests + timings (default 480)             TEST_SHARE  the tests' share (default 0.5)
+#   PYTEST_ARGS what pytest runs (default: -m "not slow"; a rehearsal: one small kernel test)
+#   SECTIONS    gpu_timing.py sections (default: kernels,training,e2e)
+#   WHEELS      optional folder of wheels installed offline first (for an image that lacks the pinned packages),
+#               and of triton_cache.tgz, Triton's compiled kernels from an earlier run on the same image
+#               (compiling fla's kernels took most of a fresh H200's budget); the cache comes back as
+#               $OUT/triton_cache.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS=(
-  transformers==5.24.0 flash-linear-attention==0.6.0 fla-core==0.6.0 datasets==5.2.0 lm-eval==0.4.13
-  dill==0.4.1 multiprocess==0.70.19 pytablewriter==1.2.1 DataProperty==1.1.1 mbstrdecoder==1.1.5
-  pathvalidate==3.3.1 tabledata==1.3.5 tcolorpy==0.1.7 typepy==1.3.5 chardet==6.0.0.post1 pytz==2026.6
-)
-
-if [[ "${1:-}" == "fetch" ]]; then
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-  mkdir -p .whl
-  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d .whl "${WHEELS[@]}" || exit 1
-  du -sh .whl
-  exit 0
-fi
-
-OUT="${OUT:-gpu_validate_out}"
-BUDGET_S="${BUDGET_S:-420}"
-SECTIONS="${SECTIONS:-environment,kernel_correctness,kernel_timing,train_throughput,e2e_smoke,multi_gpu}"
-mkdir -p "$OUT"
-rm -f /tmp/gpu_validate_rc
+OUT="${OUT:-gpu_run_out}"
+WORK="${WORK:-$OUT/work}"
+BUDGET_S="${BUDGET_S:-480}"
+TEST_SHARE="${TEST_SHARE:-0.5}"
+SECTIONS="${SECTIONS:-kernels,training,e2e}"
+mkdir -p "$OUT" "$WORK"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/triton_cache}"
+export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-$WORK/triton_cache}"
+if [[ "${REHEARSE:-0}" == "1" ]]; then
+  DEVICE=cpu TIMING_ARGS=(--rehearse)
+  DEFAULT_PYTEST=(tests/kernels/test_backends_on_device.py -k "delta_rule and fp32 and random")
+else
+  DEVICE=cuda TIMING_ARGS=()
+  DEFAULT_PYTEST=(-m "not slow")
+fi
+start=$(date +%s)
 {
-  if [[ -f .whl/triton_cache.tgz ]]; then
-    mkdir -p "$TRITON_CACHE_DIR" && tar xzf .whl/triton_cache.tgz -C "$TRITON_CACHE_DIR" \
-      && echo "gpu_run: restored Triton's cache ($(du -sh "$TRITON_CACHE_DIR" | cut -f1)) from .whl/triton_cache.tgz"
-  fi
-  echo "gpu_run: $(date -u +%FT%TZ) $(uname -m) $(python3 --version 2>&1)"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
-  if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      && echo "gpu_run: installed $(ls .whl | wc -l) wheels from .whl into /tmp/site" \
-      || echo "gpu_run: WARNING: wheel install failed; running with the image's packages"
-    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-  fi
-  if ! python3 -c "import lrnn_lm.kernels" 2> /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . \
-      || python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . \
-      || echo "gpu_run: WARNING: could not install lrnn_lm"
-  fi
-  python3 -c "import torch, transformers, lrnn_lm; print('gpu_run: torch', torch.__version__, 'transformers', \
-transformers.__version__, 'lrnn_lm from', lrnn_lm.__file__)"
-  # shellcheck disable=SC2086  # EXTRA_ARGS (e.g. "--rehearse" to try this script on a CPU) is split on purpose
-  python3 benchmarks/gpu_validate.py --out "$OUT" --budget-s "$BUDGET_S" --sections "$SECTIONS" ${EXTRA_ARGS:-} \
-    --only "${ONLY:-}" --weights "${WEIGHTS:-}" --work /tmp/gpu_validate_work
-  echo $? > /tmp/gpu_validate_rc
-  echo "gpu_run: gpu_validate exit status $(cat /tmp/gpu_validate_rc) (0: no section failed)"
-  if [[ -d "$TRITON_CACHE_DIR" ]]; then
-    tar czf /tmp/triton_cache.tgz -C "$TRITON_CACHE_DIR" . 2> /dev/null
-    if (($(stat -c %s /tmp/triton_cache.tgz) < 16000000)); then
-      cp /tmp/triton_cache.tgz "$OUT/" && echo "gpu_run: Triton's cache saved as \$OUT/triton_cache.tgz"
-    else
-      echo "gpu_run: Triton's cache is over 16 MB compressed; not saved"
+  echo "gpu_run: $(date -u +%FT%TZ) device=$DEVICE budget=${BUDGET_S}s out=$OUT"
+  if [[ -n "${WHEELS:-}" ]]; then
+    [[ -f "$WHEELS/triton_cache.tgz" ]] && mkdir -p "$TRITON_CACHE_DIR" && tar xzf "$WHEELS/triton_cache.tgz" -C "$TRITON_CACHE_DIR"
+    if compgen -G "$WHEELS/*.whl" > /dev/null; then
+      python3 -m pip install -q --no-index --no-deps --target "$WORK/site" "$WHEELS"/*.whl \
+        || echo "gpu_run: WARNING: wheel install failed; running with the image's packages"
+      export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
     fi
   fi
+  python3 -c "import lrnn_lm.kernels" 2> /dev/null || python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . \
+    || echo "gpu_run: WARNING: could not install lrnn_lm"
+  command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+  test_s=$(python3 -c "print(int($BUDGET_S * $TEST_SHARE))")
+  if [[ -n "${PYTEST_ARGS:-}" ]]; then read -r -a PYTEST <<< "$PYTEST_ARGS"; else PYTEST=("${DEFAULT_PYTEST[@]}"); fi
+  timeout -k 10 "$test_s" python3 -m pytest -q --device "$DEVICE" "${PYTEST[@]}" --junitxml="$OUT/pytest.xml" \
+    > "$OUT/pytest.log" 2>&1
+  echo "gpu_run: pytest exit status $? after $(($(date +%s) - start)) s (124: stopped by its ${test_s} s limit)"
+  tail -3 "$OUT/pytest.log"
+
+  left=$((BUDGET_S - ($(date +%s) - start)))
+  # No item starts in the last 20 s; the hard limit stops one that runs over.
+  timeout -k 10 "$((left > 30 ? left : 30))" python3 benchmarks/gpu_timing.py --out "$OUT" --work "$WORK/e2e" \
+    --sections "$SECTIONS" --budget-s "$((left > 40 ? left - 20 : 20))" "${TIMING_ARGS[@]}"
+  echo "gpu_run: gpu_timing exit status $?"
+  python3 benchmarks/gpu_report.py "$OUT"
+  if [[ -d "$TRITON_CACHE_DIR" && "$DEVICE" == cuda ]]; then
+    tar czf "$OUT/triton_cache.tgz" -C "$TRITON_CACHE_DIR" . 2> /dev/null && echo "gpu_run: saved $OUT/triton_cache.tgz"
+  fi
 } 2>&1 | tee "$OUT/gpu_run.log"
-exit "$(cat /tmp/gpu_validate_rc 2> /dev/null || echo 1)"
+# Success: the report exists and neither the tests nor the timings recorded a failure.
+python3 - "$OUT" << 'PY'
+import json, sys
+r = json.load(open(f"{sys.argv[1]}/gpu_report.json"))
+t = r["tests"].get("counts", {})
+bad = [f"{s}/{n}" for s, items in (r["timing"] or {}).get("sections", {}).items() for n, i in items.items()
+       if i["status"].startswith("failed")]
+sys.exit(0 if t.get("passed") and not t.get("failed") and not t.get("errors") and not bad else 1)
+PY

@@ -19,6 +19,9 @@ from lrnn_lm.layers.gates import gated_delta_alpha
 from .models import RANGES, tiny_model
 from .test_generation import stepwise_logits
 
+# Models and inputs on the --device device (tests/conftest.py).
+pytestmark = pytest.mark.on_device
+
 GATED = ["gated_deltanet", "deltaproduct"]
 TOL = 1e-5
 

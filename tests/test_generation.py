@@ -7,6 +7,9 @@ from lrnn_lm.kernels.testing import rel_rmse
 
 from .models import MIXERS, RANGES, RECURRENT_MIXERS, tiny_model
 
+# Models and inputs on the --device device (tests/conftest.py).
+pytestmark = pytest.mark.on_device
+
 TOL = 1e-5
 
 

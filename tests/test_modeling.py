@@ -10,6 +10,9 @@ from lrnn_lm import LRNNConfig, LRNNForCausalLM, LRNNModel, param_groups
 
 from .models import MIXERS, PUSH_NEGATIVE, RANGES, RECURRENT_MIXERS, push_gates_negative, tiny_config, tiny_model
 
+# Models and inputs on the --device device (tests/conftest.py).
+pytestmark = pytest.mark.on_device
+
 
 def test_auto_registration():
     assert AutoConfig.for_model("lrnn").__class__ is LRNNConfig
@@ -181,7 +184,8 @@ def _hand_set_parity_mamba(eigval_range: str) -> LRNNForCausalLM:
 
 @pytest.mark.parametrize("eigval_range", RANGES)
 def test_hand_set_mamba_tracks_parity_only_with_negative_eigenvalues(eigval_range):
-    bits = torch.randint(0, 2, (8, 256), generator=torch.Generator().manual_seed(0))
+    bits = torch.randint(0, 2, (8, 256), generator=torch.Generator().manual_seed(0), device="cpu")
+    bits = bits.to(torch.get_default_device())
     parity = bits.cumsum(1) % 2
     model = _hand_set_parity_mamba(eigval_range)
     captured = []

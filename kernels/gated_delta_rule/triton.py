@@ -25,7 +25,7 @@ some gate has ``|alpha| <`` :data:`EXACT_BELOW` = 0.1 (one host sync, only when 
 gets ``log|alpha|`` detached and ``alpha``'s gradient comes from :func:`.gate_grad.gate_grad` (pairs of tokens
 around each gate, no division), exact at every gate, 0 included. Otherwise (every ``|alpha| >= 0.1``, as in most
 unsigned models) fla's own ``dg`` is used, within 4e-6 relative, at no extra cost. The extra cost of the exact
-path on a GPU is unmeasured (``benchmarks/gpu_gated_delta.py`` times signed against unsigned gates).
+path on a GPU is unmeasured (``benchmarks/gpu_timing.py`` times signed against unsigned gates).
 
 Layout and conventions as in ``lrnn_lm.kernels.delta_rule.triton``: batch-first ``[B, T, H, D]``, states
 ``[N, H, K, V]`` fp32, ``cu_seqlens`` ``[N + 1]`` with ``B == 1`` (int64 for fla), ``scale`` passed explicitly,

@@ -1,11 +1,15 @@
-"""Random inputs and gradient checks shared by the kernel tests."""
+"""Random inputs with chosen gate regimes, and the checks built on the shared harness
+(:mod:`lrnn_lm.kernels.testing`), for the kernel tests. Inputs are drawn on the CPU and moved to the test device
+(``--device``), so every device sees the same numbers."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from lrnn_lm.kernels.testing import rel_rmse
+from lrnn_lm.kernels.testing import compare, outputs_and_grads
+
+from ..device import device
 
 
 def scan_inputs(batch, T, d, N, *, gate="random", dtype=torch.float32, seed=0, with_state=True):
@@ -36,7 +40,7 @@ def scan_inputs(batch, T, d, N, *, gate="random", dtype=torch.float32, seed=0, w
     h0 = torch.randn(batch, d, N, generator=g) if with_state else None
     tensors = {"x": x, "dt": dt, "A": A, "B": B, "C": C, "D": D, "z": z, "initial_state": h0}
     return {
-        k: (None if v is None else v.to(dtype if k != "initial_state" else torch.float32).requires_grad_())
+        k: (None if v is None else v.to(device(), dtype if k != "initial_state" else torch.float32).requires_grad_())
         for k, v in tensors.items()
     }
 
@@ -56,28 +60,9 @@ def delta_inputs(batch, T, H, K, V, *, beta_max=1.0, beta="random", dtype=torch.
     h0 = torch.randn(batch, H, K, V, generator=g) if with_state else None
     tensors = {"q": q, "k": k, "v": v, "beta": b, "initial_state": h0}
     return {
-        k_: (None if t is None else t.to(dtype if k_ != "initial_state" else torch.float32).requires_grad_())
+        k_: (None if t is None else t.to(device(), dtype if k_ != "initial_state" else torch.float32).requires_grad_())
         for k_, t in tensors.items()
     }
-
-
-def outputs_and_grads(fn, inputs: dict, positional: tuple[str, ...], seed: int = 1, **kwargs):
-    """Run ``fn``, backprop fixed random fp32 cotangents through the output and the final state, and return
-    ``{"out": o, "state": S, "grad_<name>": ...}`` for every input that requires grad (each must get one)."""
-    args = [inputs[n] for n in positional]
-    kw = {k: v for k, v in inputs.items() if k not in positional}
-    o, S = fn(*args, **kw, output_final_state=True, **kwargs)
-    g = torch.Generator().manual_seed(seed)
-    do = torch.randn(o.shape, generator=g)
-    dS = torch.randn(S.shape, generator=g)
-    leaves = {n: t for n, t in inputs.items() if t is not None and t.requires_grad}
-    grads = torch.autograd.grad((o.float() * do).sum() + (S * dS).sum(), list(leaves.values()), allow_unused=True)
-    result = {"out": o.detach(), "state": S.detach()}
-    for name, gr in zip(leaves, grads):
-        assert gr is not None, f"no gradient for {name}"
-        assert gr.dtype == leaves[name].dtype, f"d{name} dtype {gr.dtype} != {leaves[name].dtype}"
-        result[f"grad_{name}"] = gr
-    return result
 
 
 def check_against_naive(fn, naive, inputs: dict, positional: tuple[str, ...], tol: float, out_like: str, **kwargs):
@@ -87,14 +72,6 @@ def check_against_naive(fn, naive, inputs: dict, positional: tuple[str, ...], to
     ref = outputs_and_grads(naive, inputs, positional, **kwargs)
     assert got["out"].dtype == inputs[out_like].dtype and got["state"].dtype == torch.float32
     return compare(got, ref, tol)
-
-
-def compare(actual: dict, expected: dict, tol: float) -> dict:
-    """Relative RMSE of every entry; raises AssertionError listing every entry above ``tol`` or non-finite."""
-    errs = {k: rel_rmse(actual[k], expected[k]) for k in expected}
-    bad = {k: e for k, e in errs.items() if not e <= tol}
-    assert not bad, f"relative RMSE above {tol:.0e}: " + ", ".join(f"{k}={e:.2e}" for k, e in bad.items())
-    return errs
 
 
 def check_packing(op, per_seq: list[dict], positional: tuple[str, ...], shared: tuple[str, ...], backend: str, **kw):
@@ -107,7 +84,7 @@ def check_packing(op, per_seq: list[dict], positional: tuple[str, ...], shared: 
         for name in shared:
             p[name] = per_seq[0][name]
     lengths = [p[positional[0]].shape[1] for p in per_seq]
-    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], device=device())
     packed = {}
     for name in per_seq[0]:
         if name in shared:
@@ -121,7 +98,7 @@ def check_packing(op, per_seq: list[dict], positional: tuple[str, ...], shared: 
         *[packed[n] for n in positional], **kw_packed, output_final_state=True, cu_seqlens=cu, backend=backend, **kw
     )
     g = torch.Generator().manual_seed(7)
-    do, dS = torch.randn(o.shape, generator=g), torch.randn(S.shape, generator=g)
+    do, dS = torch.randn(o.shape, generator=g).to(o.device), torch.randn(S.shape, generator=g).to(S.device)
     leaves = [t for p in per_seq for n, t in p.items() if t is not None and n not in shared]
     leaves += [per_seq[0][n] for n in shared]
     got_grads = torch.autograd.grad((o.float() * do).sum() + (S * dS).sum(), leaves)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from lrnn_lm.kernels import delta_product, delta_rule, gated_delta_rule
 
+from ..device import device
 from .inputs import check_packing, compare, outputs_and_grads
 
 POS = ("q", "k", "v", "beta", "alpha")
@@ -32,7 +33,7 @@ def product_inputs(
         a = torch.tensor([-1.0, 0.0, 1.0])[torch.randint(0, 3, a.shape, generator=g)]
     h0 = torch.randn(batch, H, K, V, generator=g) if with_state else None
     leaves = {"q": q, "k": k, "v": v, "beta": b, "alpha": a if gated else None, "initial_state": h0}
-    return {name: (None if t is None else t.requires_grad_()) for name, t in leaves.items()}
+    return {name: (None if t is None else t.to(device()).requires_grad_()) for name, t in leaves.items()}
 
 
 def run(inputs, backend, **kw):

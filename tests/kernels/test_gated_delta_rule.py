@@ -5,6 +5,7 @@ import torch
 
 from lrnn_lm.kernels import delta_rule, gated_delta_rule
 
+from ..device import device
 from .inputs import check_packing, compare, delta_inputs, outputs_and_grads
 
 POS = ("q", "k", "v", "beta", "alpha")
@@ -26,7 +27,7 @@ def gated_inputs(
         a = torch.tensor([-1.0, 0.0, 1.0])[torch.randint(0, 3, a.shape, generator=g)]
     elif alpha == "tiny":
         a = 1e-6 * torch.where(torch.rand(a.shape, generator=g) < 0.5, -1.0, 1.0)
-    inputs["alpha"] = a.requires_grad_()
+    inputs["alpha"] = a.to(device()).requires_grad_()
     return inputs
 
 

@@ -15,6 +15,7 @@ from lrnn_lm.kernels.ssd.chunk import ssd_chunk
 from lrnn_lm.kernels.ssd.gates import gate, log_abs_gate, running_sign
 from lrnn_lm.kernels.ssd.naive import ssd_naive
 
+from ..device import device
 from .inputs import check_packing, compare, outputs_and_grads
 
 POS = ("x", "dt", "A", "B", "C")
@@ -51,7 +52,7 @@ def ssd_inputs(
     h0 = torch.randn(batch, H, P, N, generator=g) if with_state else None
     tensors = {"x": x, "dt": dt, "A": A, "B": B, "C": C, "D": D, "initial_state": h0}
     return {
-        k: (None if v is None else v.to(dtype if k != "initial_state" else torch.float32).requires_grad_())
+        k: (None if v is None else v.to(device(), dtype if k != "initial_state" else torch.float32).requires_grad_())
         for k, v in tensors.items()
     }
 
@@ -127,7 +128,7 @@ def gate_stopped_reference(inputs: dict) -> dict:
     o, S = ssd(x_in, dt.detach(), inputs["A"].detach(), inputs["B"], inputs["C"], None, **kw)
     o = (o.float() + D[:, None] * x.float()).to(x.dtype)
     g = torch.Generator().manual_seed(1)
-    do, dS = torch.randn(o.shape, generator=g), torch.randn(S.shape, generator=g)
+    do, dS = torch.randn(o.shape, generator=g).to(o.device), torch.randn(S.shape, generator=g).to(S.device)
     names = ["x", "dt", "B", "C", "D", "initial_state"]
     grads = torch.autograd.grad((o.float() * do).sum() + (S * dS).sum(), [inputs[n] for n in names])
     ref = {"out": o.detach(), "state": S.detach(), **{f"grad_{n}": gr for n, gr in zip(names, grads)}}

@@ -22,7 +22,7 @@ What is checked, and with which relative-RMSE tolerance:
 Not checkable here: **bf16 with T > 1** (``chunk_delta_rule`` in bf16). The interpreter stores bf16 as raw
 uint16 and runs numpy arithmetic, including ``tl.dot``, on the bit patterns, so the results are garbage
 (relative errors around 1e10) whatever the kernel does. That path is checked on a GPU by
-``benchmarks/gpu_check.py``.
+``python -m pytest --device cuda`` (``test_backends_on_device.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Dtypes, and why:
   Measured about 5e-4.
 - fp32: this fla version's ``chunk_gated_delta_rule`` accepts fp32 (its ``chunk_delta_rule`` does not). The
   interpreter computes ``tl.dot`` in true fp32, so the tolerance is 1e-5 (measured 4e-6 at most, on dalpha);
-  on a GPU Triton uses TF32 for fp32 dots, which ``benchmarks/gpu_gated_delta.py`` checks with a looser bar.
+  on a GPU Triton uses TF32 for fp32 dots, which ``--device cuda`` checks with a looser bar (tests/device.py).
 - bf16 is not checkable here: the interpreter runs numpy arithmetic on bf16's raw bit patterns (relative errors
   around 1e10 whatever the kernel does; see ``docs/triton_on_cpu.md``). Checked on a GPU only.
 

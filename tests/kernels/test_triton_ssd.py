@@ -12,7 +12,7 @@ Dtypes, and why:
 
 - **fp32**: fla's ``chunk_simple_gla`` accepts fp32 (unlike its delta-rule chunk op). Under the interpreter its
   matmuls run in fp32 numpy, and measured errors are ~1e-6, so the tolerance is 1e-5. (On a GPU, fp32 ``tl.dot``
-  may use TF32: ``benchmarks/gpu_ssd.py`` measures that, not these tests.)
+  may use TF32: ``python -m pytest --device cuda`` checks that, not these tests.)
 - **fp16**: 5e-3, about 10 fp16 unit roundoffs (2**-11), the same bar as the fp16 delta-rule tests; measured
   ~5e-4 here. fla keeps q, k, v and the per-chunk states in the input dtype.
 - **Gate gradients (dt, A) with the signed gate** come from ``kernels/ssd/gate_grad.py``, which forms
@@ -24,8 +24,8 @@ Dtypes, and why:
   floor, and the fp32 ulp there (3e-5 at 500) limits the decays' accuracy: :data:`FLOOR_FP32_TOL` (measured
   1.0e-5).
 - **bf16: not testable here.** The interpreter runs numpy arithmetic on bf16's raw uint16 bit patterns (relative
-  errors ~1e10 whatever the kernel does; ``docs/triton_on_cpu.md``). ``benchmarks/gpu_ssd.py`` checks
-  bf16 on a GPU.
+  errors ~1e10 whatever the kernel does; ``docs/triton_on_cpu.md``). ``python -m pytest --device cuda``
+  checks bf16 on a GPU.
 """
 
 from __future__ import annotations
