@@ -10,7 +10,7 @@ Each op has a ``naive`` token-loop reference (the specification) and faster back
 - :func:`delta_product`: DeltaProduct, ``n_h`` Householder steps per token, optionally gated.
 
 Tensors are batch-first, then time. Every op returns ``(output, final_state)``. How to add an op or a
-backend: ``lrnn_lm/layers/README.md``.
+backend: ``kernels/README.md``.
 """
 
 from __future__ import annotations
