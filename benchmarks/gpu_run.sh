@@ -8,7 +8,7 @@
 # Environment (every path comes from here; none is assumed):
 #   OUT         results folder (default: gpu_run_out)                 WORK   scratch folder (default: $OUT/work)
 #   BUDGET_S    seconds for tests + timings (default 480)             TEST_SHARE  the tests' share (default 0.5)
-#   PYTEST_ARGS what pytest runs (default: -m "not slow"; a rehearsal: one small kernel test)
+#   PYTEST_ARGS what pytest runs, split on spaces (default: -m "not slow"; a rehearsal: one small kernel test)
 #   SECTIONS    gpu_timing.py sections (default: kernels,training,e2e)
 #   WHEELS      optional folder of wheels installed offline first (for an image that lacks the pinned packages),
 #               and of triton_cache.tgz, Triton's compiled kernels from an earlier run on the same image
