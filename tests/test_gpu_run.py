@@ -19,6 +19,9 @@ import gpu_timing  # noqa: E402
 
 from lrnn_lm.kernels import ops  # noqa: E402
 
+# About a minute of CPU: in CI (which runs slow tests), not in a GPU run's `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory) -> dict:
