@@ -67,3 +67,17 @@ def test_config_comments_are_at_most_three_lines(folder):
         if n > 3:
             long[path.name] = n
     assert not long, f"configs/{folder}: comment lines per file {long} (move the reasoning to docs/)"
+
+
+def test_the_package_never_climbs_out_of_itself():
+    """An installed ``lrnn_lm`` has no repository around it: the library finds train.py, configs and task folders
+    from the working directory or from arguments, never from ``Path(__file__).parents``."""
+    climbing = re.compile(r"__file__\)?(\.resolve\(\))?\.parents?\b")
+    hits = [
+        f"{p}:{n}"
+        for p in _tracked()
+        if p.startswith(("lrnn_lm/", "kernels/")) and p.endswith(".py")
+        for n, line in enumerate((_text(p) or "").splitlines(), 1)
+        if climbing.search(line)
+    ]
+    assert not hits, hits

@@ -11,7 +11,9 @@ from tqdm.auto import tqdm
 
 # The paper's Table 4 (Grazzi et al. 2025, as in the DeltaNet and Mamba papers).
 TABLE4_TASKS = ["wikitext", "lambada_openai", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge"]
-LOCAL_TASKS_DIR = Path(__file__).resolve().parents[2] / "configs" / "lm_eval_tasks"
+# The repository's local tasks, relative to the working directory (the repository root, as every documented command
+# runs); eval.py --include_path names another folder. Never found by climbing up from the installed package.
+LOCAL_TASKS_DIR = Path("configs") / "lm_eval_tasks"
 # Perplexity stderrs are bootstrapped; lm-eval's default of 100k resamples takes minutes for one ± column.
 BOOTSTRAP_ITERS = 1000
 
