@@ -1,0 +1,424 @@
+"""The Triton kernels of the SSD backend (:mod:`.triton` holds the torch glue and the algorithm's description).
+
+Every kernel works on the *unsigned core* of the running-sign identity: per head ``h'_t = |a_t| h'_{t-1} +
+w_t x_t B_t^T`` and ``y_t = sgn_t h'_t C_t + D x_t``, with ``la_t = log|a_t|`` (``-inf`` for a gate of exactly 0),
+``w_t = P_t dt_t`` and ``sgn_t = P_t`` (the running sign). Rows are tokens of the flattened ``[rows, ...]`` layout;
+a chunk is up to ``CHUNK`` consecutive rows of one sequence (``CHUNK_START``, ``CHUNK_LEN``), so packed sequences
+need no per-sequence loop: a chunk never crosses a sequence boundary.
+
+Decays are ``exp`` of sums of ``la`` formed directly, by ``tl.cumsum`` over a masked ``[CHUNK, CHUNK]`` tile
+(:func:`_decay`), never as differences of two cumulative sums: a gate of exactly 0 gives ``exp(-inf) = 0`` with no
+``-inf - (-inf)`` NaN, and a tiny gate costs no precision in the decays after it.
+
+Hopper (fla #640): Triton 3.4-3.6 miscompile a transposed MMA-layout accumulator fed back into ``tl.dot``. No kernel
+here transposes a dot's result: where a product is needed in both orientations (``C B^T`` and ``B C^T``, ``dy x^T``
+and ``x dy^T``) both are computed by ``tl.dot`` from tiles loaded in that orientation from memory, and decay tiles
+are built in the orientation they are used in.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK: tl.constexpr):
+    """Rows of chunk ``c`` (``[CHUNK]`` int64), and which of them lie inside it."""
+    bos = tl.load(CHUNK_START + c).to(tl.int64)
+    n = tl.load(CHUNK_LEN + c)
+    r = tl.arange(0, CHUNK)
+    return bos + r, r < n, n
+
+
+@triton.jit
+def _load_gate(LA, rows, mask, h, H):
+    """``la`` of the chunk's rows; rows outside the chunk get ``la = 0`` (gate 1), which changes no decay."""
+    return tl.load(LA + rows * H + h, mask=mask, other=0.0)
+
+
+@triton.jit
+def _decay(la_k, AXIS: tl.constexpr, EXCLUSIVE: tl.constexpr, CHUNK: tl.constexpr):
+    """Within-chunk decay tile from ``la_k`` (``la`` of token ``k``; for ``EXCLUSIVE`` ``la`` of token ``k - 1``).
+
+    ``AXIS == 0``: ``L[t, s] = prod_{s < k <= t} |a_k|`` for ``s <= t``, else 0 (rows are the later token).
+    ``AXIS == 1``: the transpose, ``LT[s, t]``, built directly in that orientation.
+    ``EXCLUSIVE`` leaves the later end out: ``prod_{s < k < t}`` for ``s < t``, else 0 (``E[t, s] = L[t - 1, s]``).
+    Each entry is a running sum of ``la`` along the later-token axis, never a difference.
+    """
+    i = tl.arange(0, CHUNK)
+    if AXIS == 0:
+        later, earlier = i[:, None], i[None, :]
+        la = la_k[:, None]
+    else:
+        earlier, later = i[:, None], i[None, :]
+        la = la_k[None, :]
+    if EXCLUSIVE:
+        keep = later - 1 > earlier
+    else:
+        keep = later > earlier
+    seg = tl.cumsum(tl.where(keep, la, 0.0), axis=AXIS)
+    if EXCLUSIVE:
+        inside = later > earlier
+    else:
+        inside = later >= earlier
+    return tl.where(inside, tl.exp(seg), 0.0)
+
+
+@triton.jit(do_not_specialize=["H", "G_RATIO", "P", "N"])
+def _chunk_outer_kernel(
+    V,
+    K,
+    LA,
+    SCALE,
+    OUT,
+    DECAY,
+    CHUNK_START,
+    CHUNK_LEN,
+    H,
+    G_RATIO,
+    P,
+    N,
+    FORWARD: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FP32_PRECISION: tl.constexpr,
+):
+    """One chunk's ``OUT[p, n] = sum_t V[t, p] scale_t K[t, n]`` (fp32, ``[chunks, H, P, N]``).
+
+    ``FORWARD``: the chunk's own state, ``V = x``, ``K = B``, ``scale_t = prod_{k > t} |a_k| w_t``; also stores the
+    chunk's decay ``prod_k |a_k|``. Backward: the gradient of the state entering the chunk from its outputs,
+    ``V = dy``, ``K = C``, ``scale_t = prod_{k <= t} |a_k| sgn_t``.
+    """
+    c, h, i_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    g = h // G_RATIO
+    rows, m_t, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    la = _load_gate(LA, rows, m_t, h, H)
+    scale = tl.load(SCALE + rows * H + h, mask=m_t, other=0.0)
+    if FORWARD:
+        # prod_{k > t} |a_k| within the chunk, from la of the next token (0 past the chunk's end)
+        la_next = tl.load(LA + (rows + 1) * H + h, mask=tl.arange(0, CHUNK) + 1 < n_valid, other=0.0)
+        scale *= tl.exp(tl.cumsum(la_next, axis=0, reverse=True))
+        if i_p == 0:
+            tl.store(DECAY + c * H + h, tl.exp(tl.sum(la, axis=0)))
+    else:
+        scale *= tl.exp(tl.cumsum(la, axis=0))
+    o_p = i_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    o_n = tl.arange(0, BLOCK_N)
+    m_p, m_n = o_p < P, o_n < N
+    vt = tl.load(V + (rows[None, :] * H + h) * P + o_p[:, None], mask=m_t[None, :] & m_p[:, None], other=0.0)
+    m_tn = m_t[:, None] & m_n[None, :]
+    k = tl.load(K + (rows[:, None] * (H // G_RATIO) + g) * N + o_n[None, :], mask=m_tn, other=0.0)
+    k = (k.to(tl.float32) * scale[:, None]).to(vt.dtype)
+    out = tl.dot(vt, k, input_precision=FP32_PRECISION)
+    base = (c.to(tl.int64) * H + h) * P * N
+    tl.store(OUT + base + o_p[:, None] * N + o_n[None, :], out, mask=m_p[:, None] & m_n[None, :])
+
+
+@triton.jit
+def _state_pass_fwd_kernel(
+    STATES,
+    DECAY,
+    H0,
+    FINAL,
+    CHUNK_OFF,
+    H,
+    PN,
+    HAS_H0: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    """Per sequence, in place: ``STATES[c]`` holds chunk ``c``'s own state on entry and the state entering chunk
+    ``c`` on exit (``S <- decay_c S + own_c``, from ``H0`` or 0); the state after the last chunk goes to ``FINAL``."""
+    i, h, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    o = i_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    m = o < PN
+    c0 = tl.load(CHUNK_OFF + i)
+    c1 = tl.load(CHUNK_OFF + i + 1)
+    seq = (i.to(tl.int64) * H + h) * PN
+    if HAS_H0:
+        S = tl.load(H0 + seq + o, mask=m, other=0.0)
+    else:
+        S = tl.zeros([BLOCK_S], dtype=tl.float32)
+    for j in range(0, c1 - c0):
+        c = (c0 + j).to(tl.int64)
+        ptr = STATES + (c * H + h) * PN + o
+        own = tl.load(ptr, mask=m, other=0.0)
+        tl.store(ptr, S, mask=m)
+        S = tl.load(DECAY + c * H + h) * S + own
+    tl.store(FINAL + seq + o, S, mask=m)
+
+
+@triton.jit
+def _state_pass_bwd_kernel(
+    DSTATES,
+    STATES,
+    DECAY,
+    DFINAL,
+    DH0,
+    THROUGH,
+    CHUNK_OFF,
+    H,
+    PN,
+    N_CHUNKS,
+    HAS_DFINAL: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    """Per sequence, last chunk first, in place: ``DSTATES[c]`` holds the gradient reaching the state entering
+    chunk ``c`` from the chunk's outputs on entry, and the gradient of the state *leaving* chunk ``c`` on exit
+    (``dS <- decay_c dS + reads_c``, from ``DFINAL`` or 0); what reaches the initial state goes to ``DH0``.
+    ``THROUGH[i_s, c, h]`` gets this block's part of ``<dS leaving c, S entering c>``, the gate gradient's term for
+    the state carried through the whole chunk."""
+    i, h, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    o = i_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    m = o < PN
+    c0 = tl.load(CHUNK_OFF + i)
+    c1 = tl.load(CHUNK_OFF + i + 1)
+    seq = (i.to(tl.int64) * H + h) * PN
+    if HAS_DFINAL:
+        dS = tl.load(DFINAL + seq + o, mask=m, other=0.0)
+    else:
+        dS = tl.zeros([BLOCK_S], dtype=tl.float32)
+    for j in range(0, c1 - c0):
+        c = (c1 - 1 - j).to(tl.int64)
+        at = (c * H + h) * PN + o
+        reads = tl.load(DSTATES + at, mask=m, other=0.0)
+        tl.store(DSTATES + at, dS, mask=m)
+        S_in = tl.load(STATES + at, mask=m, other=0.0)
+        tl.store(THROUGH + (i_s * N_CHUNKS + c) * H + h, tl.sum(dS * S_in, axis=0))
+        dS = tl.load(DECAY + c * H + h) * dS + reads
+    tl.store(DH0 + seq + o, dS, mask=m)
+
+
+@triton.jit(do_not_specialize=["H", "G_RATIO", "P", "N"])
+def _chunk_scan_fwd_kernel(
+    X,
+    Bm,
+    Cm,
+    LA,
+    W,
+    SGN,
+    STATES,
+    D,
+    Y,
+    CHUNK_START,
+    CHUNK_LEN,
+    H,
+    G_RATIO,
+    P,
+    N,
+    D_STRIDE_H,
+    D_STRIDE_P,
+    HAS_D: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FP32_PRECISION: tl.constexpr,
+):
+    """Outputs of one chunk: ``y = (L * C B^T * w_s * sgn_t) x + (C * f sgn) S_in^T + D x`` (``f_t = prod_{k <= t}
+    |a_k|``, ``S_in`` the state entering the chunk)."""
+    c, h, i_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    GH = H // G_RATIO
+    g = h // G_RATIO
+    rows, m_t, _ = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    la = _load_gate(LA, rows, m_t, h, H)
+    w = tl.load(W + rows * H + h, mask=m_t, other=0.0)
+    sgn = tl.load(SGN + rows * H + h, mask=m_t, other=0.0)
+    o_n = tl.arange(0, BLOCK_N)
+    m_n = o_n < N
+    c_t = tl.load(Cm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_t[:, None] & m_n[None, :], other=0.0)
+    b_tT = tl.load(Bm + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_t[None, :] & m_n[:, None], other=0.0)
+    cb = tl.dot(c_t, b_tT, input_precision=FP32_PRECISION)  # [t, s]
+    M = _decay(la, 0, False, CHUNK) * cb * w[None, :] * sgn[:, None]
+    read = c_t.to(tl.float32) * (tl.exp(tl.cumsum(la, axis=0)) * sgn)[:, None]
+
+    o_p = i_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    m_p = o_p < P
+    m_tp = m_t[:, None] & m_p[None, :]
+    x = tl.load(X + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_tp, other=0.0)
+    s_inT = tl.load(
+        STATES + (c.to(tl.int64) * H + h) * P * N + o_p[None, :] * N + o_n[:, None],
+        mask=m_n[:, None] & m_p[None, :],
+        other=0.0,
+    )
+    y = tl.dot(M.to(x.dtype), x, input_precision=FP32_PRECISION)
+    y += tl.dot(read.to(x.dtype), s_inT.to(x.dtype), input_precision=FP32_PRECISION)
+    if HAS_D:
+        d = tl.load(D + h * D_STRIDE_H + o_p * D_STRIDE_P, mask=m_p, other=0.0).to(tl.float32)
+        y += d[None, :] * x.to(tl.float32)
+    tl.store(Y + (rows[:, None] * H + h) * P + o_p[None, :], y.to(Y.dtype.element_ty), mask=m_tp)
+
+
+@triton.jit(do_not_specialize=["H", "G_RATIO", "P", "N"])
+def _chunk_bwd_inputs_kernel(
+    X,
+    Bm,
+    Cm,
+    DY,
+    LA,
+    W,
+    SGN,
+    DSTATES,
+    D,
+    DX,
+    DB,
+    DW,
+    DD,
+    GATE_OUT,
+    CHUNK_START,
+    CHUNK_LEN,
+    H,
+    G_RATIO,
+    P,
+    N,
+    D_STRIDE_H,
+    D_STRIDE_P,
+    HAS_D: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FP32_PRECISION: tl.constexpr,
+    GATE_PRECISION: tl.constexpr,
+):
+    """Gradients on the input side of one chunk, laid out with the earlier token ``s`` on rows:
+
+    ``dx``, ``dB`` (this head's part, fp32), ``dw``, the chunk's part of ``dD``, and the gate gradient's term for a
+    token's input carried out of the chunk, ``prod_{k > t} |a_k| sum_{s < t} E[t, s] w_s x_s . (dS B_s)`` with
+    ``dS`` the gradient of the state leaving the chunk and ``E[t, s] = prod_{s < k < t} |a_k|``."""
+    c, h = tl.program_id(0), tl.program_id(1)
+    GH = H // G_RATIO
+    g = h // G_RATIO
+    rows, m_s, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    i = tl.arange(0, CHUNK)
+    la = _load_gate(LA, rows, m_s, h, H)
+    la_prev = tl.load(LA + (rows - 1) * H + h, mask=m_s & (i > 0), other=0.0)
+    la_next = tl.load(LA + (rows + 1) * H + h, mask=i + 1 < n_valid, other=0.0)
+    after = tl.exp(tl.cumsum(la_next, axis=0, reverse=True))  # prod_{k > s} |a_k| within the chunk
+    w = tl.load(W + rows * H + h, mask=m_s, other=0.0)
+    sgn = tl.load(SGN + rows * H + h, mask=m_s, other=0.0)
+    o_n = tl.arange(0, BLOCK_N)
+    m_n = o_n < N
+    m_sn = m_s[:, None] & m_n[None, :]
+    b_s = tl.load(Bm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_sn, other=0.0)
+    c_tT = tl.load(Cm + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_n[:, None] & m_s[None, :], other=0.0)
+    bc = tl.dot(b_s, c_tT, input_precision=FP32_PRECISION)  # [s, t] = B_s . C_t
+    LT = _decay(la, 1, False, CHUNK)  # [s, t]
+    MT = LT * bc * w[:, None] * sgn[None, :]
+    b_out = (b_s.to(tl.float32) * (after * w)[:, None]).to(b_s.dtype)  # B_s carried to the chunk's end, weighted
+
+    dMT = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)  # [s, t] = x_s . dy_t
+    xdS = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)  # [s, n] = (x_s dS)_n
+    state = (c.to(tl.int64) * H + h) * P * N
+    for p0 in range(0, P, BLOCK_P):
+        o_p = p0 + tl.arange(0, BLOCK_P)
+        m_p = o_p < P
+        m_sp = m_s[:, None] & m_p[None, :]
+        x = tl.load(X + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_sp, other=0.0)
+        dy = tl.load(DY + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_sp, other=0.0)
+        dyT = tl.load(DY + (rows[None, :] * H + h) * P + o_p[:, None], mask=m_p[:, None] & m_s[None, :], other=0.0)
+        dS = tl.load(DSTATES + state + o_p[:, None] * N + o_n[None, :], mask=m_p[:, None] & m_n[None, :], other=0.0)
+        dST = tl.load(DSTATES + state + o_p[None, :] * N + o_n[:, None], mask=m_n[:, None] & m_p[None, :], other=0.0)
+        dMT += tl.dot(x, dyT, input_precision=FP32_PRECISION)
+        xdS += tl.dot(x, dS.to(x.dtype), input_precision=FP32_PRECISION)
+        dx = tl.dot(MT.to(x.dtype), dy, input_precision=FP32_PRECISION)
+        dx += tl.dot(b_out, dST.to(x.dtype), input_precision=FP32_PRECISION)
+        if HAS_D:
+            d = tl.load(D + h * D_STRIDE_H + o_p * D_STRIDE_P, mask=m_p, other=0.0).to(tl.float32)
+            dx += d[None, :] * dy.to(tl.float32)
+            part = tl.sum(dy.to(tl.float32) * x.to(tl.float32), axis=0)
+            tl.store(DD + (c.to(tl.int64) * H + h) * P + o_p, part, mask=m_p)
+        tl.store(DX + (rows[:, None] * H + h) * P + o_p[None, :], dx.to(DX.dtype.element_ty), mask=m_sp)
+
+    dCBT = dMT * LT * w[:, None] * sgn[None, :]
+    c_t = tl.load(Cm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_sn, other=0.0)
+    db = tl.dot(dCBT.to(c_t.dtype), c_t, input_precision=FP32_PRECISION) + (after * w)[:, None] * xdS
+    tl.store(DB + (rows[:, None] * H + h) * N + o_n[None, :], db, mask=m_sn)
+    carried = tl.sum(xdS * b_s.to(tl.float32), axis=1)  # x_s . (dS B_s)
+    dw = tl.sum(dMT * LT * bc * sgn[None, :], axis=1) + after * carried
+    tl.store(DW + rows * H + h, dw, mask=m_s)
+    ET = _decay(la_prev, 1, True, CHUNK)  # [s, t] = prod_{s < k < t} |a_k|
+    gate_out = after * tl.sum(ET * (w * carried)[:, None], axis=0)
+    tl.store(GATE_OUT + rows * H + h, gate_out, mask=m_s)
+
+
+@triton.jit(do_not_specialize=["H", "G_RATIO", "P", "N"])
+def _chunk_bwd_outputs_kernel(
+    X,
+    Bm,
+    Cm,
+    DY,
+    LA,
+    W,
+    SGN,
+    STATES,
+    THROUGH,
+    DC,
+    GATE_IN,
+    CHUNK_START,
+    CHUNK_LEN,
+    H,
+    G_RATIO,
+    P,
+    N,
+    CHUNK: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FP32_PRECISION: tl.constexpr,
+    GATE_PRECISION: tl.constexpr,
+):
+    """Gradients on the output side of one chunk, laid out with the later token ``t`` on rows: ``dC`` (this head's
+    part, fp32) and the gate gradient ``dL/d|a_t|`` less the term of :func:`_chunk_bwd_inputs_kernel`:
+
+    - both ends inside the chunk: ``sum_s (L^T M2)[t, s] E[t, s]`` with ``M2[r, s] = sgn_r w_s (dy_r . x_s)
+      (C_r . B_s)``, computed as ``sum_r L[r, t] (M2 E^T)[r, t]``;
+    - the state entering the chunk, read inside it: ``prod_{k < t} |a_k| sum_{r >= t} L[r, t] sgn_r
+      dy_r . (S_in C_r)``;
+    - the state carried through the chunk: ``prod_{k != t} |a_k| <dS, S_in>`` (``THROUGH``).
+
+    Every term is a sum of products that each leave ``|a_t|`` out, so it is exact at ``a_t = 0`` and keeps its
+    relative precision at tiny gates (no division by the gate, no difference of large terms)."""
+    c, h = tl.program_id(0), tl.program_id(1)
+    GH = H // G_RATIO
+    g = h // G_RATIO
+    rows, m_t, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    i = tl.arange(0, CHUNK)
+    la = _load_gate(LA, rows, m_t, h, H)
+    la_prev = tl.load(LA + (rows - 1) * H + h, mask=m_t & (i > 0), other=0.0)
+    la_next = tl.load(LA + (rows + 1) * H + h, mask=i + 1 < n_valid, other=0.0)
+    before = tl.exp(tl.cumsum(la_prev, axis=0))  # prod_{k < t} |a_k| within the chunk
+    after = tl.exp(tl.cumsum(la_next, axis=0, reverse=True))  # prod_{k > t} |a_k|
+    w = tl.load(W + rows * H + h, mask=m_t, other=0.0)
+    sgn = tl.load(SGN + rows * H + h, mask=m_t, other=0.0)
+    o_n = tl.arange(0, BLOCK_N)
+    m_n = o_n < N
+    m_tn = m_t[:, None] & m_n[None, :]
+    c_t = tl.load(Cm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_tn, other=0.0)
+    b_sT = tl.load(Bm + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_n[:, None] & m_t[None, :], other=0.0)
+    cb = tl.dot(c_t, b_sT, input_precision=FP32_PRECISION)  # [t, s]
+
+    dM = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)  # [t, s] = dy_t . x_s
+    dyS = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)  # [t, n] = (dy_t S_in)_n
+    state = (c.to(tl.int64) * H + h) * P * N
+    for p0 in range(0, P, BLOCK_P):
+        o_p = p0 + tl.arange(0, BLOCK_P)
+        m_p = o_p < P
+        dy = tl.load(DY + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_t[:, None] & m_p[None, :], other=0.0)
+        xT = tl.load(X + (rows[None, :] * H + h) * P + o_p[:, None], mask=m_p[:, None] & m_t[None, :], other=0.0)
+        s_in = tl.load(STATES + state + o_p[:, None] * N + o_n[None, :], mask=m_p[:, None] & m_n[None, :], other=0.0)
+        dM += tl.dot(dy, xT, input_precision=FP32_PRECISION)
+        dyS += tl.dot(dy.to(tl.float32), s_in, input_precision=GATE_PRECISION)
+
+    L = _decay(la, 0, False, CHUNK)  # [t, s]
+    dM = dM * w[None, :] * sgn[:, None]
+    f_sgn = tl.exp(tl.cumsum(la, axis=0)) * sgn
+    b_s = tl.load(Bm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_tn, other=0.0)
+    dc = tl.dot((dM * L).to(b_s.dtype), b_s, input_precision=FP32_PRECISION) + f_sgn[:, None] * dyS
+    M2 = dM * cb  # [r, s] = (do_r . v_s)(q_r . k_s) of the unsigned core
+    tl.store(DC + (rows[:, None] * H + h) * N + o_n[None, :], dc, mask=m_tn)
+
+    ET = _decay(la_prev, 1, True, CHUNK)  # [s, t] = prod_{s < k < t} |a_k|
+    inside = tl.sum(L * tl.dot(M2, ET, input_precision=GATE_PRECISION), axis=0)
+    read_in = sgn * tl.sum(dyS * c_t.to(tl.float32), axis=1)
+    carried_in = before * tl.sum(L * read_in[:, None], axis=0)
+    through = before * after * tl.load(THROUGH + c * H + h)
+    tl.store(GATE_IN + rows * H + h, inside + carried_in + through, mask=m_t)
