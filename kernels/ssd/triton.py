@@ -39,6 +39,7 @@ tile size lives in :data:`TILING`, which a GPU check can replace (``set_tiling``
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,7 @@ class Tiling:
 
 
 TILING = Tiling()
+
 
 
 def set_tiling(**changes: int) -> Tiling:
@@ -177,7 +179,7 @@ class _SSDTriton(torch.autograd.Function):
         start, length, first = _chunk_table(cu, rows, chunk)
         n_chunks = start.numel()
         fp32 = dtype == torch.float32
-        prec = {"FP32_PRECISION": "ieee" if fp32 else "tf32"}
+        prec = {"FP32_PRECISION": "ieee" if fp32 else "tf32", "WIDEN": os.environ.get("TRITON_INTERPRET") == "1"}
         warps = {"num_warps": TILING.num_warps_fwd, "num_stages": TILING.num_stages}
         n_pblocks = triton.cdiv(P, sizes["BLOCK_P"])
 
@@ -219,7 +221,7 @@ class _SSDTriton(torch.autograd.Function):
         n_chunks, n_seq = start.numel(), first.numel() - 1
         sizes = _launch_sizes(P, N, device)
         fp32 = dtype == torch.float32
-        prec = {"FP32_PRECISION": "ieee" if fp32 else "tf32"}
+        prec = {"FP32_PRECISION": "ieee" if fp32 else "tf32", "WIDEN": os.environ.get("TRITON_INTERPRET") == "1"}
         gate_prec = {"GATE_PRECISION": "ieee" if fp32 else "tf32x3"}
         n_pblocks = triton.cdiv(P, sizes["BLOCK_P"])
         warps_fwd = {"num_warps": TILING.num_warps_fwd, "num_stages": TILING.num_stages}

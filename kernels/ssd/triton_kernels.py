@@ -38,6 +38,17 @@ def _load_gate(LA, rows, mask, h, H):
 
 
 @triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, WIDEN: tl.constexpr):
+    """``a @ b`` with fp32 accumulation. ``WIDEN`` (set only under the CPU interpreter, whose ``tl.dot`` on bf16
+    operands computes on raw bit patterns) widens the operands to fp32 first: the same products a tensor-core MMA
+    forms (exact for 16-bit inputs), accumulated in fp32."""
+    if WIDEN:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
 def _decay(la_k, AXIS: tl.constexpr, EXCLUSIVE: tl.constexpr, CHUNK: tl.constexpr):
     """Within-chunk decay tile from ``la_k`` (``la`` of token ``k``; for ``EXCLUSIVE`` ``la`` of token ``k - 1``).
 
@@ -84,6 +95,7 @@ def _chunk_outer_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
     FP32_PRECISION: tl.constexpr,
+    WIDEN: tl.constexpr,
 ):
     """One chunk's ``OUT[p, n] = sum_t V[t, p] scale_t K[t, n]`` (fp32, ``[chunks, H, P, N]``).
 
@@ -111,7 +123,7 @@ def _chunk_outer_kernel(
     m_tn = m_t[:, None] & m_n[None, :]
     k = tl.load(K + (rows[:, None] * (H // G_RATIO) + g) * N + o_n[None, :], mask=m_tn, other=0.0)
     k = (k.to(tl.float32) * scale[:, None]).to(vt.dtype)
-    out = tl.dot(vt, k, input_precision=FP32_PRECISION)
+    out = _dot(vt, k, FP32_PRECISION, WIDEN)
     base = (c.to(tl.int64) * H + h) * P * N
     tl.store(OUT + base + o_p[:, None] * N + o_n[None, :], out, mask=m_p[:, None] & m_n[None, :])
 
@@ -214,6 +226,7 @@ def _chunk_scan_fwd_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
     FP32_PRECISION: tl.constexpr,
+    WIDEN: tl.constexpr,
 ):
     """Outputs of one chunk: ``y = (L * C B^T * w_s * sgn_t) x + (C * f sgn) S_in^T + D x`` (``f_t = prod_{k <= t}
     |a_k|``, ``S_in`` the state entering the chunk)."""
@@ -228,7 +241,7 @@ def _chunk_scan_fwd_kernel(
     m_n = o_n < N
     c_t = tl.load(Cm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_t[:, None] & m_n[None, :], other=0.0)
     b_tT = tl.load(Bm + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_t[None, :] & m_n[:, None], other=0.0)
-    cb = tl.dot(c_t, b_tT, input_precision=FP32_PRECISION)  # [t, s]
+    cb = _dot(c_t, b_tT, FP32_PRECISION, WIDEN)  # [t, s]
     M = _decay(la, 0, False, CHUNK) * cb * w[None, :] * sgn[:, None]
     read = c_t.to(tl.float32) * (tl.exp(tl.cumsum(la, axis=0)) * sgn)[:, None]
 
@@ -241,8 +254,8 @@ def _chunk_scan_fwd_kernel(
         mask=m_n[:, None] & m_p[None, :],
         other=0.0,
     )
-    y = tl.dot(M.to(x.dtype), x, input_precision=FP32_PRECISION)
-    y += tl.dot(read.to(x.dtype), s_inT.to(x.dtype), input_precision=FP32_PRECISION)
+    y = _dot(M.to(x.dtype), x, FP32_PRECISION, WIDEN)
+    y += _dot(read.to(x.dtype), s_inT.to(x.dtype), FP32_PRECISION, WIDEN)
     if HAS_D:
         d = tl.load(D + h * D_STRIDE_H + o_p * D_STRIDE_P, mask=m_p, other=0.0).to(tl.float32)
         y += d[None, :] * x.to(tl.float32)
@@ -278,6 +291,7 @@ def _chunk_bwd_inputs_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
     FP32_PRECISION: tl.constexpr,
+    WIDEN: tl.constexpr,
     GATE_PRECISION: tl.constexpr,
 ):
     """Gradients on the input side of one chunk, laid out with the earlier token ``s`` on rows:
@@ -301,7 +315,7 @@ def _chunk_bwd_inputs_kernel(
     m_sn = m_s[:, None] & m_n[None, :]
     b_s = tl.load(Bm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_sn, other=0.0)
     c_tT = tl.load(Cm + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_n[:, None] & m_s[None, :], other=0.0)
-    bc = tl.dot(b_s, c_tT, input_precision=FP32_PRECISION)  # [s, t] = B_s . C_t
+    bc = _dot(b_s, c_tT, FP32_PRECISION, WIDEN)  # [s, t] = B_s . C_t
     LT = _decay(la, 1, False, CHUNK)  # [s, t]
     MT = LT * bc * w[:, None] * sgn[None, :]
     b_out = (b_s.to(tl.float32) * (after * w)[:, None]).to(b_s.dtype)  # B_s carried to the chunk's end, weighted
@@ -318,10 +332,10 @@ def _chunk_bwd_inputs_kernel(
         dyT = tl.load(DY + (rows[None, :] * H + h) * P + o_p[:, None], mask=m_p[:, None] & m_s[None, :], other=0.0)
         dS = tl.load(DSTATES + state + o_p[:, None] * N + o_n[None, :], mask=m_p[:, None] & m_n[None, :], other=0.0)
         dST = tl.load(DSTATES + state + o_p[None, :] * N + o_n[:, None], mask=m_n[:, None] & m_p[None, :], other=0.0)
-        dMT += tl.dot(x, dyT, input_precision=FP32_PRECISION)
-        xdS += tl.dot(x, dS.to(x.dtype), input_precision=FP32_PRECISION)
-        dx = tl.dot(MT.to(x.dtype), dy, input_precision=FP32_PRECISION)
-        dx += tl.dot(b_out, dST.to(x.dtype), input_precision=FP32_PRECISION)
+        dMT += _dot(x, dyT, FP32_PRECISION, WIDEN)
+        xdS += _dot(x, dS.to(x.dtype), FP32_PRECISION, WIDEN)
+        dx = _dot(MT.to(x.dtype), dy, FP32_PRECISION, WIDEN)
+        dx += _dot(b_out, dST.to(x.dtype), FP32_PRECISION, WIDEN)
         if HAS_D:
             d = tl.load(D + h * D_STRIDE_H + o_p * D_STRIDE_P, mask=m_p, other=0.0).to(tl.float32)
             dx += d[None, :] * dy.to(tl.float32)
@@ -331,7 +345,7 @@ def _chunk_bwd_inputs_kernel(
 
     dCBT = dMT * LT * w[:, None] * sgn[None, :]
     c_t = tl.load(Cm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_sn, other=0.0)
-    db = tl.dot(dCBT.to(c_t.dtype), c_t, input_precision=FP32_PRECISION) + (after * w)[:, None] * xdS
+    db = _dot(dCBT.to(c_t.dtype), c_t, FP32_PRECISION, WIDEN) + (after * w)[:, None] * xdS
     tl.store(DB + (rows[:, None] * H + h) * N + o_n[None, :], db, mask=m_sn)
     carried = tl.sum(xdS * b_s.to(tl.float32), axis=1)  # x_s . (dS B_s)
     dw = tl.sum(dMT * LT * bc * sgn[None, :], axis=1) + after * carried
@@ -364,6 +378,7 @@ def _chunk_bwd_outputs_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
     FP32_PRECISION: tl.constexpr,
+    WIDEN: tl.constexpr,
     GATE_PRECISION: tl.constexpr,
 ):
     """Gradients on the output side of one chunk, laid out with the later token ``t`` on rows: ``dC`` (this head's
@@ -394,7 +409,7 @@ def _chunk_bwd_outputs_kernel(
     m_tn = m_t[:, None] & m_n[None, :]
     c_t = tl.load(Cm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_tn, other=0.0)
     b_sT = tl.load(Bm + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_n[:, None] & m_t[None, :], other=0.0)
-    cb = tl.dot(c_t, b_sT, input_precision=FP32_PRECISION)  # [t, s]
+    cb = _dot(c_t, b_sT, FP32_PRECISION, WIDEN)  # [t, s]
 
     dM = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)  # [t, s] = dy_t . x_s
     dyS = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)  # [t, n] = (dy_t S_in)_n
@@ -405,19 +420,19 @@ def _chunk_bwd_outputs_kernel(
         dy = tl.load(DY + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_t[:, None] & m_p[None, :], other=0.0)
         xT = tl.load(X + (rows[None, :] * H + h) * P + o_p[:, None], mask=m_p[:, None] & m_t[None, :], other=0.0)
         s_in = tl.load(STATES + state + o_p[:, None] * N + o_n[None, :], mask=m_p[:, None] & m_n[None, :], other=0.0)
-        dM += tl.dot(dy, xT, input_precision=FP32_PRECISION)
-        dyS += tl.dot(dy.to(tl.float32), s_in, input_precision=GATE_PRECISION)
+        dM += _dot(dy, xT, FP32_PRECISION, WIDEN)
+        dyS += _dot(dy.to(tl.float32), s_in, GATE_PRECISION, WIDEN)
 
     L = _decay(la, 0, False, CHUNK)  # [t, s]
     dM = dM * w[None, :] * sgn[:, None]
     f_sgn = tl.exp(tl.cumsum(la, axis=0)) * sgn
     b_s = tl.load(Bm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_tn, other=0.0)
-    dc = tl.dot((dM * L).to(b_s.dtype), b_s, input_precision=FP32_PRECISION) + f_sgn[:, None] * dyS
+    dc = _dot((dM * L).to(b_s.dtype), b_s, FP32_PRECISION, WIDEN) + f_sgn[:, None] * dyS
     M2 = dM * cb  # [r, s] = (do_r . v_s)(q_r . k_s) of the unsigned core
     tl.store(DC + (rows[:, None] * H + h) * N + o_n[None, :], dc, mask=m_tn)
 
     ET = _decay(la_prev, 1, True, CHUNK)  # [s, t] = prod_{s < k < t} |a_k|
-    inside = tl.sum(L * tl.dot(M2, ET, input_precision=GATE_PRECISION), axis=0)
+    inside = tl.sum(L * _dot(M2, ET, GATE_PRECISION, WIDEN), axis=0)
     read_in = sgn * tl.sum(dyS * c_t.to(tl.float32), axis=1)
     carried_in = before * tl.sum(L * read_in[:, None], axis=0)
     through = before * after * tl.load(THROUGH + c * H + h)
