@@ -53,6 +53,11 @@ from pathlib import Path
 import torch
 
 SM90 = ("cuda", 90, 32)
+# Run as a script, Python puts benchmarks/ first on the path; the kernels analysed must be this checkout's, not
+# an installed copy's.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 _DTYPES = {
     torch.float32: "fp32",
     torch.float16: "fp16",
@@ -246,6 +251,7 @@ def analyse(spec: KernelSpec, sass_dir: Path | None = None) -> dict[str, object]
     return {
         "name": spec.name,
         "kernel": spec.kernel,
+        "source": str(Path(importlib.import_module(f"lrnn_lm.kernels.{spec.kernel.partition(':')[0]}").__file__)),
         "num_warps": spec.num_warps,
         "registers": res["registers"],
         "spill_bytes": res["local_bytes"] + res["stack_bytes"],
@@ -269,6 +275,11 @@ def specs() -> list[KernelSpec]:
 
 
 def selective_scan_specs(d_inner: int = 2048, n_state: int = 16) -> list[KernelSpec]:
+    """Forward and backward with ``dt`` as given (``.fwd``, ``.bwd``) and with bias and softplus in the kernel."""
+    return [s for sp in (False, True) for s in _selective_scan_pair(d_inner, n_state, sp)]
+
+
+def _selective_scan_pair(d_inner: int, n_state: int, softplus: bool) -> list[KernelSpec]:
     from lrnn_lm.kernels.selective_scan import triton as scan
 
     cfg = scan._config(d_inner, n_state, torch.device("cuda"))
@@ -276,9 +287,11 @@ def selective_scan_specs(d_inner: int = 2048, n_state: int = 16) -> list[KernelS
     common = {"T": 2048, "DIM": d_inner, "NST": n_state, "NEGATIVE_EIGVALS": True, "HAS_D": True, "HAS_Z": True}
     common |= {"IS_VARLEN": False, "BLOCK_T": cfg["BLOCK_T"], "BLOCK_N": cfg["BLOCK_N"], "CU": None}
     common |= {"CHUNK_OFF": None, "TILES_PER_CHUNK": scan.CHUNK // cfg["BLOCK_T"]}
+    common |= {"DTB": f32 if softplus else None, "HAS_DT_BIAS": softplus, "DT_SOFTPLUS": softplus}
+    suffix = ".dt_softplus" if softplus else ""
     seq = {"X": bf16, "DT": bf16, "A": f32, "Bm": bf16, "Cm": bf16, "Dv": f32, "Z": bf16}
     fwd = KernelSpec(
-        name="selective_scan.fwd",
+        name="selective_scan.fwd" + suffix,
         kernel="selective_scan.triton:_selective_scan_fwd_kernel",
         args=seq
         | common
@@ -289,12 +302,20 @@ def selective_scan_specs(d_inner: int = 2048, n_state: int = 16) -> list[KernelS
         element="(t, d, n)",
     )
     bwd = KernelSpec(
-        name="selective_scan.bwd",
+        name="selective_scan.bwd" + suffix,
         kernel="selective_scan.triton:_selective_scan_bwd_kernel",
         args=seq
         | common
         | {"DY": bf16, "DHT": None, "CKPT": f32, "SCRATCH": f32, "DX": bf16, "DDT": bf16, "DZ": bf16}
-        | {"DB": f32, "DC": f32, "DA_PART": f32, "DD_PART": f32, "DH0": None, "HAS_DHT": False}
+        | {
+            "DB": f32,
+            "DC": f32,
+            "DA_PART": f32,
+            "DD_PART": f32,
+            "DDTB_PART": f32 if softplus else None,
+            "DH0": None,
+            "HAS_DHT": False,
+        }
         | {"STORE_DH0": False, "BLOCK_D": cfg["BLOCK_D_BWD"]},
         num_warps=cfg["num_warps_bwd"],
         # Both loops (recompute a chunk's tile-start states; the reverse pass) run about once per tile.
