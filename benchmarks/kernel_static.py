@@ -271,7 +271,7 @@ def analyse(spec: KernelSpec, sass_dir: Path | None = None) -> dict[str, object]
 
 def specs() -> list[KernelSpec]:
     """Every Triton kernel of the project, at the configuration a model at d_inner 2048, N 16, bf16 launches."""
-    return [*selective_scan_specs()]
+    return [*selective_scan_specs(), *ssd_specs()]
 
 
 def selective_scan_specs(d_inner: int = 2048, n_state: int = 16) -> list[KernelSpec]:
@@ -323,6 +323,113 @@ def _selective_scan_pair(d_inner: int, n_state: int, softplus: bool) -> list[Ker
         element="(t, d, n)",
     )
     return [fwd, bwd]
+
+
+def ssd_specs(heads: int = 32, head_dim: int = 64, n_state: int = 128) -> list[KernelSpec]:
+    """The SSD (Mamba-2) kernels at mamba2_370m's shape (d_inner 2048 = 32 heads of 64, N 128, G 1), bf16, with
+    the tiling the backend launches (``ssd.triton.TILING``). Elements are what one program handles: a chunk's
+    ``(t, s, p)`` triples for the chunk kernels (their products are ``CHUNK x CHUNK x P`` and ``CHUNK x N x P``),
+    the state's ``(p, n)`` entries per chunk for state passing."""
+    from lrnn_lm.kernels.ssd import triton as ssd
+
+    tiling = ssd.TILING
+    bf16, f32, i64, i32 = torch.bfloat16, torch.float32, torch.int64, torch.int32
+    chunk, block_p = tiling.chunk, min(tiling.block_p, head_dim)
+    block_n = min(tiling.block_n, max(16, 1 << (n_state - 1).bit_length()))
+    sizes = {"CHUNK": chunk, "BLOCK_P": block_p, "BLOCK_N": block_n, "FP32_PRECISION": "tf32", "WIDEN": False}
+    dims = {"CHUNK_START": i64, "CHUNK_LEN": i32, "H": heads, "G_RATIO": heads, "P": head_dim, "N": n_state}
+    gates = {"LA": f32, "W": f32, "SGN": f32}
+    fwd, bwd = {"num_warps": tiling.num_warps_fwd}, {"num_warps": tiling.num_warps_bwd}
+    stages = {"num_stages": tiling.num_stages}
+    chunk_elems = chunk * chunk * head_dim
+    block_s = min(tiling.block_state, head_dim * n_state)
+    mod = "ssd.triton_kernels:"
+    return [
+        KernelSpec(
+            name="ssd.chunk_state",
+            kernel=mod + "_chunk_outer_kernel",
+            args={"V": bf16, "K": bf16, "LA": f32, "SCALE": f32, "OUT": f32, "DECAY": f32, "FORWARD": True}
+            | dims
+            | sizes,
+            **fwd,
+            **stages,
+            elements=chunk * block_p * n_state,  # the whole N, in slices
+            element="(t, p, n)",
+        ),
+        KernelSpec(
+            name="ssd.state_pass_fwd",
+            kernel=mod + "_state_pass_fwd_kernel",
+            args={"OWN": f32, "STATES": bf16, "DECAY": f32, "H0": f32, "FINAL": f32, "CHUNK_OFF": i32, "H": heads}
+            | {"PN": head_dim * n_state, "HAS_H0": True, "BLOCK_S": block_s},
+            num_warps=4,
+            **stages,
+            elements=block_s,
+            element="(chunk, p, n)",
+        ),
+        KernelSpec(
+            name="ssd.chunk_scan_fwd",
+            kernel=mod + "_chunk_scan_fwd_kernel",
+            args={"X": bf16, "Bm": bf16, "Cm": bf16, "STATES": bf16, "D": f32, "Y": bf16}
+            | gates
+            | dims
+            | {"D_STRIDE_H": 1, "D_STRIDE_P": 0, "HAS_D": True}
+            | sizes,
+            **fwd,
+            **stages,
+            elements=chunk * chunk * block_p,
+            element="(t, s, p)",
+        ),
+        KernelSpec(
+            name="ssd.chunk_reads_bwd",
+            kernel=mod + "_chunk_outer_kernel",
+            args={"V": bf16, "K": bf16, "LA": f32, "SCALE": f32, "OUT": f32, "DECAY": f32, "FORWARD": False}
+            | dims
+            | sizes,
+            **fwd,
+            **stages,
+            elements=chunk * block_p * n_state,  # the whole N, in slices
+            element="(t, p, n)",
+        ),
+        KernelSpec(
+            name="ssd.state_pass_bwd",
+            kernel=mod + "_state_pass_bwd_kernel",
+            args={"READS": f32, "DSTATES": bf16, "STATES": bf16, "DECAY": f32, "DFINAL": f32, "DH0": f32}
+            | {"THROUGH": f32}
+            | {"CHUNK_OFF": i32, "H": heads, "PN": head_dim * n_state, "N_CHUNKS": 4096}
+            | {"HAS_DFINAL": True, "BLOCK_S": block_s},
+            num_warps=4,
+            **stages,
+            elements=block_s,
+            element="(chunk, p, n)",
+        ),
+        KernelSpec(
+            name="ssd.chunk_bwd_inputs",
+            kernel=mod + "_chunk_bwd_inputs_kernel",
+            args={"X": bf16, "Bm": bf16, "Cm": bf16, "DY": bf16, "DSTATES": bf16, "D": f32, "DX": bf16}
+            | {"DB": f32, "DW": f32, "DD": f32, "GATE_OUT": f32}
+            | gates
+            | dims
+            | {"D_STRIDE_H": 1, "D_STRIDE_P": 0, "HAS_D": True, "GATE_PRECISION": "tf32"}
+            | sizes,
+            **bwd,
+            **stages,
+            elements=chunk_elems,
+            element="(t, s, p)",
+        ),
+        KernelSpec(
+            name="ssd.chunk_bwd_outputs",
+            kernel=mod + "_chunk_bwd_outputs_kernel",
+            args={"X": bf16, "Bm": bf16, "Cm": bf16, "DY": bf16, "STATES": bf16, "THROUGH": f32, "DC": f32}
+            | {"GATE_IN": f32, "GATE_PRECISION": "tf32"}
+            | gates
+            | dims
+            | sizes,
+            **bwd,
+            **stages,
+            elements=chunk_elems,
+            element="(t, s, p)",
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,9 @@ fla 0.6 refuses the backward of its *gated* chunk kernels (``chunk_bwd_dqkwg`` w
 Triton gives wrong results there (fla issue #640), unless ``tilelang`` is installed (fla then runs that kernel in
 TileLang). Our pins (requirements.txt: torch 2.13, triton 3.9) are not affected; an image with an older torch is:
 the H200 lent to this project on 2026-11-30 had torch 2.11 with triton 3.6, and the first backward of the ``ssd``
-Triton backend (then fla's ``chunk_simple_gla``; now our own kernels) stopped there with fla's RuntimeError. Knowing it at resolution lets ``auto`` pick ``chunk`` at the
-start of a run and say why, instead of a failure at the first backward.
+Triton backend (then fla's ``chunk_simple_gla``; now our own kernels) stopped there with fla's RuntimeError.
+Knowing it at resolution lets ``auto`` pick ``chunk`` at the start of a run and say why, instead of a failure at
+the first backward.
 """
 
 from __future__ import annotations

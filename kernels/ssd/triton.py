@@ -61,12 +61,14 @@ class Tiling:
     """Every tile size and launch setting of the SSD kernels, in one place.
 
     ``chunk``: tokens per chunk (the K width of the intra-chunk ``L C B^T x`` product); ``block_p``: head channels
-    per program (at most; smaller heads take the next power of two >= 16); ``block_state``: state entries per
-    state-passing program. ``N`` is never split.
+    per program (at most; smaller heads take the next power of two >= 16); ``block_n``: the slice of ``N`` a
+    program walks at a time (``N`` is never split across programs); ``block_state``: state entries per
+    state-passing program.
     """
 
     chunk: int = 64
     block_p: int = 64
+    block_n: int = 64
     block_state: int = 1024
     num_warps_fwd: int = 4
     num_warps_bwd: int = 8
@@ -74,7 +76,6 @@ class Tiling:
 
 
 TILING = Tiling()
-
 
 
 def set_tiling(**changes: int) -> Tiling:
@@ -142,7 +143,7 @@ def _last_sign(sign: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
 def _launch_sizes(P: int, N: int, device: torch.device) -> dict:
     tiling = TILING
     block_p = min(tiling.block_p, max(16, triton.next_power_of_2(P)))
-    block_n = max(16, triton.next_power_of_2(N))
+    block_n = min(tiling.block_n, max(16, triton.next_power_of_2(N)))
     return {"CHUNK": tiling.chunk, "BLOCK_P": block_p, "BLOCK_N": block_n}
 
 
@@ -183,16 +184,19 @@ class _SSDTriton(torch.autograd.Function):
         warps = {"num_warps": TILING.num_warps_fwd, "num_stages": TILING.num_stages}
         n_pblocks = triton.cdiv(P, sizes["BLOCK_P"])
 
-        states = torch.empty(n_chunks, H, P, N, device=device, dtype=torch.float32)
+        own = torch.empty(n_chunks, H, P, N, device=device, dtype=torch.float32)
         decay = torch.empty(n_chunks, H, device=device, dtype=torch.float32)
         _chunk_outer_kernel[(n_chunks, H, n_pblocks)](
-            xk, Bk, la, w, states, decay, start, length, H, H // G, P, N, FORWARD=True, **sizes, **prec, **warps
+            xk, Bk, la, w, own, decay, start, length, H, H // G, P, N, FORWARD=True, **sizes, **prec, **warps
         )
         final = torch.empty(n_seq, H, P, N, device=device, dtype=torch.float32)
         block_s = min(TILING.block_state, triton.next_power_of_2(P * N))
         h0c = h0.float().contiguous() if h0 is not None else None
+        # The states entering each chunk are kept in the input dtype: the products that read them (here and in the
+        # backward) take that dtype, and it halves their memory for 16-bit inputs. The passing itself is fp32.
+        states = torch.empty(n_chunks, H, P, N, device=device, dtype=dtype)
         _state_pass_fwd_kernel[(n_seq, H, triton.cdiv(P * N, block_s))](
-            states, decay, h0c, final, first, H, P * N, HAS_H0=h0 is not None, BLOCK_S=block_s, num_warps=4
+            own, states, decay, h0c, final, first, H, P * N, HAS_H0=h0 is not None, BLOCK_S=block_s, num_warps=4
         )
         Dc = D.contiguous() if D is not None else None
         d_strides = (0, 0) if D is None else ((1, 0) if D.dim() == 1 else (P, 1))
@@ -222,7 +226,7 @@ class _SSDTriton(torch.autograd.Function):
         sizes = _launch_sizes(P, N, device)
         fp32 = dtype == torch.float32
         prec = {"FP32_PRECISION": "ieee" if fp32 else "tf32", "WIDEN": os.environ.get("TRITON_INTERPRET") == "1"}
-        gate_prec = {"GATE_PRECISION": "ieee" if fp32 else "tf32x3"}
+        gate_prec = {"GATE_PRECISION": "ieee" if fp32 else "tf32"}
         n_pblocks = triton.cdiv(P, sizes["BLOCK_P"])
         warps_fwd = {"num_warps": TILING.num_warps_fwd, "num_stages": TILING.num_stages}
         warps_bwd = {"num_warps": TILING.num_warps_bwd, "num_stages": TILING.num_stages}
@@ -232,18 +236,19 @@ class _SSDTriton(torch.autograd.Function):
             dfinal = dfinal * last[:, :, None, None]  # the kernels' state is P_last times the returned one
         dfinal = dfinal.float().contiguous() if dfinal is not None else None
 
-        # Gradient reaching each chunk's entering state from its outputs; then, in place, of its leaving state.
-        dstates = torch.empty(n_chunks, H, P, N, device=device, dtype=torch.float32)
+        # Gradient reaching each chunk's entering state from its outputs; then that of the state leaving it.
+        reads = torch.empty(n_chunks, H, P, N, device=device, dtype=torch.float32)
         _chunk_outer_kernel[(n_chunks, H, n_pblocks)](
-            dyk, Ck, la, sign, dstates, decay, start, length, H, H // G, P, N, FORWARD=False, **sizes, **prec,
+            dyk, Ck, la, sign, reads, decay, start, length, H, H // G, P, N, FORWARD=False, **sizes, **prec,
             **warps_fwd,
         )  # fmt: skip
         block_s = ctx.block_s
         n_sblocks = triton.cdiv(P * N, block_s)
         through = torch.zeros(n_sblocks, n_chunks, H, device=device, dtype=torch.float32)
         dh0 = torch.empty(n_seq, H, P, N, device=device, dtype=torch.float32)
+        dstates = torch.empty(n_chunks, H, P, N, device=device, dtype=dtype)
         _state_pass_bwd_kernel[(n_seq, H, n_sblocks)](
-            dstates, states, decay, dfinal, dh0, through, first, H, P * N, n_chunks,
+            reads, dstates, states, decay, dfinal, dh0, through, first, H, P * N, n_chunks,
             HAS_DFINAL=dfinal is not None, BLOCK_S=block_s, num_warps=4,
         )  # fmt: skip
         through = through.sum(0).contiguous()

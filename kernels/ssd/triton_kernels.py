@@ -14,6 +14,10 @@ Hopper (fla #640): Triton 3.4-3.6 miscompile a transposed MMA-layout accumulator
 here transposes a dot's result: where a product is needed in both orientations (``C B^T`` and ``B C^T``, ``dy x^T``
 and ``x dy^T``) both are computed by ``tl.dot`` from tiles loaded in that orientation from memory, and decay tiles
 are built in the orientation they are used in.
+
+Tiles: a program owns one chunk of one head (and, in the forward, ``BLOCK_P`` of its channels). ``N`` is never
+split across programs but walked in ``BLOCK_N`` slices inside each program, so no ``[CHUNK, N]`` tile is held
+whole: at N = 128 those tiles alone would exhaust the registers (measured with ``benchmarks/kernel_static.py``).
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import triton.language as tl
 
 @triton.jit
 def _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK: tl.constexpr):
-    """Rows of chunk ``c`` (``[CHUNK]`` int64), and which of them lie inside it."""
+    """First row of chunk ``c`` (int64), its rows relative to that one (``[CHUNK]`` int32), which of them lie
+    inside it, and how many do. Kernels move their row-indexed pointers to the first row once (64-bit scalar
+    arithmetic) and index tiles with 32-bit offsets: 64-bit offsets per tile element cost two registers each."""
     bos = tl.load(CHUNK_START + c).to(tl.int64)
     n = tl.load(CHUNK_LEN + c)
     r = tl.arange(0, CHUNK)
-    return bos + r, r < n, n
+    return bos, r, r < n, n
 
 
 @triton.jit
@@ -76,7 +82,59 @@ def _decay(la_k, AXIS: tl.constexpr, EXCLUSIVE: tl.constexpr, CHUNK: tl.constexp
     return tl.where(inside, tl.exp(seg), 0.0)
 
 
-@triton.jit(do_not_specialize=["H", "G_RATIO", "P", "N"])
+@triton.jit
+def _group_tile(PTR, rows, m_rows, g, GH, n0, N, BLOCK_N: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """Columns ``n0 : n0 + BLOCK_N`` of ``B`` or ``C`` (``[rows, GH, N]``, group ``g``) at the chunk's rows:
+    ``[CHUNK, BLOCK_N]``, or ``[BLOCK_N, CHUNK]`` when ``TRANSPOSED`` (loaded so, not transposed in registers)."""
+    o_n = n0 + tl.arange(0, BLOCK_N)
+    m_n = o_n < N
+    if TRANSPOSED:
+        return tl.load(
+            PTR + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_n[:, None] & m_rows[None, :], other=0.0
+        )
+    else:
+        return tl.load(
+            PTR + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_rows[:, None] & m_n[None, :], other=0.0
+        )
+
+
+@triton.jit
+def _state_tile(PTR, base, p0, n0, P, N, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """Block ``[p0 : p0 + BLOCK_P, n0 : n0 + BLOCK_N]`` of a ``[P, N]`` state at ``PTR + base``, or its transpose."""
+    o_p = p0 + tl.arange(0, BLOCK_P)
+    o_n = n0 + tl.arange(0, BLOCK_N)
+    m_p, m_n = o_p < P, o_n < N
+    if TRANSPOSED:
+        return tl.load(PTR + base + o_p[None, :] * N + o_n[:, None], mask=m_n[:, None] & m_p[None, :], other=0.0)
+    else:
+        return tl.load(PTR + base + o_p[:, None] * N + o_n[None, :], mask=m_p[:, None] & m_n[None, :], other=0.0)
+
+
+@triton.jit
+def _gram(
+    LEFT,
+    RIGHT,
+    rows,
+    m_rows,
+    g,
+    GH,
+    N,
+    CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PREC: tl.constexpr,
+    WIDEN: tl.constexpr,
+):
+    """``[CHUNK, CHUNK]`` products of the chunk's rows, ``LEFT_r . RIGHT_c`` (``C B^T`` or ``B C^T``), over ``N``
+    in slices."""
+    acc = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        left = _group_tile(LEFT, rows, m_rows, g, GH, n0, N, BLOCK_N, False)
+        right = _group_tile(RIGHT, rows, m_rows, g, GH, n0, N, BLOCK_N, True)
+        acc += _dot(left, right, PREC, WIDEN)
+    return acc
+
+
+@triton.jit(do_not_specialize=["H", "G_RATIO"])
 def _chunk_outer_kernel(
     V,
     K,
@@ -104,8 +162,13 @@ def _chunk_outer_kernel(
     ``V = dy``, ``K = C``, ``scale_t = prod_{k <= t} |a_k| sgn_t``.
     """
     c, h, i_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    GH = H // G_RATIO
     g = h // G_RATIO
-    rows, m_t, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    bos, rows, m_t, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    V += bos * H * P
+    K += bos * GH * N
+    LA += bos * H
+    SCALE += bos * H
     la = _load_gate(LA, rows, m_t, h, H)
     scale = tl.load(SCALE + rows * H + h, mask=m_t, other=0.0)
     if FORWARD:
@@ -117,19 +180,19 @@ def _chunk_outer_kernel(
     else:
         scale *= tl.exp(tl.cumsum(la, axis=0))
     o_p = i_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    o_n = tl.arange(0, BLOCK_N)
-    m_p, m_n = o_p < P, o_n < N
+    m_p = o_p < P
     vt = tl.load(V + (rows[None, :] * H + h) * P + o_p[:, None], mask=m_t[None, :] & m_p[:, None], other=0.0)
-    m_tn = m_t[:, None] & m_n[None, :]
-    k = tl.load(K + (rows[:, None] * (H // G_RATIO) + g) * N + o_n[None, :], mask=m_tn, other=0.0)
-    k = (k.to(tl.float32) * scale[:, None]).to(vt.dtype)
-    out = _dot(vt, k, FP32_PRECISION, WIDEN)
     base = (c.to(tl.int64) * H + h) * P * N
-    tl.store(OUT + base + o_p[:, None] * N + o_n[None, :], out, mask=m_p[:, None] & m_n[None, :])
+    for n0 in range(0, N, BLOCK_N):
+        k = _group_tile(K, rows, m_t, g, GH, n0, N, BLOCK_N, False)
+        out = _dot(vt, (k.to(tl.float32) * scale[:, None]).to(vt.dtype), FP32_PRECISION, WIDEN)
+        o_n = n0 + tl.arange(0, BLOCK_N)
+        tl.store(OUT + base + o_p[:, None] * N + o_n[None, :], out, mask=m_p[:, None] & (o_n < N)[None, :])
 
 
 @triton.jit
 def _state_pass_fwd_kernel(
+    OWN,
     STATES,
     DECAY,
     H0,
@@ -140,8 +203,9 @@ def _state_pass_fwd_kernel(
     HAS_H0: tl.constexpr,
     BLOCK_S: tl.constexpr,
 ):
-    """Per sequence, in place: ``STATES[c]`` holds chunk ``c``'s own state on entry and the state entering chunk
-    ``c`` on exit (``S <- decay_c S + own_c``, from ``H0`` or 0); the state after the last chunk goes to ``FINAL``."""
+    """Per sequence: ``STATES[c]`` gets the state entering chunk ``c`` (``S <- decay_c S + OWN[c]`` in fp32, from
+    ``H0`` or 0, stored in ``STATES``' dtype: the input dtype, which the products that read it use); the state
+    after the last chunk goes to ``FINAL`` in fp32."""
     i, h, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     o = i_s * BLOCK_S + tl.arange(0, BLOCK_S)
     m = o < PN
@@ -154,15 +218,15 @@ def _state_pass_fwd_kernel(
         S = tl.zeros([BLOCK_S], dtype=tl.float32)
     for j in range(0, c1 - c0):
         c = (c0 + j).to(tl.int64)
-        ptr = STATES + (c * H + h) * PN + o
-        own = tl.load(ptr, mask=m, other=0.0)
-        tl.store(ptr, S, mask=m)
-        S = tl.load(DECAY + c * H + h) * S + own
+        at = (c * H + h) * PN + o
+        tl.store(STATES + at, S.to(STATES.dtype.element_ty), mask=m)
+        S = tl.load(DECAY + c * H + h) * S + tl.load(OWN + at, mask=m, other=0.0)
     tl.store(FINAL + seq + o, S, mask=m)
 
 
 @triton.jit
 def _state_pass_bwd_kernel(
+    READS,
     DSTATES,
     STATES,
     DECAY,
@@ -176,11 +240,11 @@ def _state_pass_bwd_kernel(
     HAS_DFINAL: tl.constexpr,
     BLOCK_S: tl.constexpr,
 ):
-    """Per sequence, last chunk first, in place: ``DSTATES[c]`` holds the gradient reaching the state entering
-    chunk ``c`` from the chunk's outputs on entry, and the gradient of the state *leaving* chunk ``c`` on exit
-    (``dS <- decay_c dS + reads_c``, from ``DFINAL`` or 0); what reaches the initial state goes to ``DH0``.
-    ``THROUGH[i_s, c, h]`` gets this block's part of ``<dS leaving c, S entering c>``, the gate gradient's term for
-    the state carried through the whole chunk."""
+    """Per sequence, last chunk first: ``DSTATES[c]`` gets the gradient of the state *leaving* chunk ``c``
+    (``dS <- decay_c dS + READS[c]`` in fp32, from ``DFINAL`` or 0; stored in the input dtype), where ``READS[c]``
+    is the gradient reaching the state entering chunk ``c`` from the chunk's outputs; what reaches the initial state
+    goes to ``DH0``. ``THROUGH[i_s, c, h]`` gets this block's part of ``<dS leaving c, S entering c>``, the gate
+    gradient's term for the state carried through the whole chunk."""
     i, h, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     o = i_s * BLOCK_S + tl.arange(0, BLOCK_S)
     m = o < PN
@@ -194,15 +258,14 @@ def _state_pass_bwd_kernel(
     for j in range(0, c1 - c0):
         c = (c1 - 1 - j).to(tl.int64)
         at = (c * H + h) * PN + o
-        reads = tl.load(DSTATES + at, mask=m, other=0.0)
-        tl.store(DSTATES + at, dS, mask=m)
-        S_in = tl.load(STATES + at, mask=m, other=0.0)
+        tl.store(DSTATES + at, dS.to(DSTATES.dtype.element_ty), mask=m)
+        S_in = tl.load(STATES + at, mask=m, other=0.0).to(tl.float32)
         tl.store(THROUGH + (i_s * N_CHUNKS + c) * H + h, tl.sum(dS * S_in, axis=0))
-        dS = tl.load(DECAY + c * H + h) * dS + reads
+        dS = tl.load(DECAY + c * H + h) * dS + tl.load(READS + at, mask=m, other=0.0)
     tl.store(DH0 + seq + o, dS, mask=m)
 
 
-@triton.jit(do_not_specialize=["H", "G_RATIO", "P", "N"])
+@triton.jit(do_not_specialize=["H", "G_RATIO"])
 def _chunk_scan_fwd_kernel(
     X,
     Bm,
@@ -233,36 +296,38 @@ def _chunk_scan_fwd_kernel(
     c, h, i_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     GH = H // G_RATIO
     g = h // G_RATIO
-    rows, m_t, _ = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    bos, rows, m_t, _ = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    X += bos * H * P
+    Y += bos * H * P
+    Bm += bos * GH * N
+    Cm += bos * GH * N
+    LA += bos * H
+    W += bos * H
+    SGN += bos * H
     la = _load_gate(LA, rows, m_t, h, H)
     w = tl.load(W + rows * H + h, mask=m_t, other=0.0)
     sgn = tl.load(SGN + rows * H + h, mask=m_t, other=0.0)
-    o_n = tl.arange(0, BLOCK_N)
-    m_n = o_n < N
-    c_t = tl.load(Cm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_t[:, None] & m_n[None, :], other=0.0)
-    b_tT = tl.load(Bm + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_t[None, :] & m_n[:, None], other=0.0)
-    cb = _dot(c_t, b_tT, FP32_PRECISION, WIDEN)  # [t, s]
-    M = _decay(la, 0, False, CHUNK) * cb * w[None, :] * sgn[:, None]
-    read = c_t.to(tl.float32) * (tl.exp(tl.cumsum(la, axis=0)) * sgn)[:, None]
-
     o_p = i_p * BLOCK_P + tl.arange(0, BLOCK_P)
     m_p = o_p < P
     m_tp = m_t[:, None] & m_p[None, :]
     x = tl.load(X + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_tp, other=0.0)
-    s_inT = tl.load(
-        STATES + (c.to(tl.int64) * H + h) * P * N + o_p[None, :] * N + o_n[:, None],
-        mask=m_n[:, None] & m_p[None, :],
-        other=0.0,
-    )
+
+    cb = _gram(Cm, Bm, rows, m_t, g, GH, N, CHUNK, BLOCK_N, FP32_PRECISION, WIDEN)  # [t, s]
+    M = _decay(la, 0, False, CHUNK) * cb * w[None, :] * sgn[:, None]
     y = _dot(M.to(x.dtype), x, FP32_PRECISION, WIDEN)
-    y += _dot(read.to(x.dtype), s_inT.to(x.dtype), FP32_PRECISION, WIDEN)
+    f_sgn = tl.exp(tl.cumsum(la, axis=0)) * sgn
+    base = (c.to(tl.int64) * H + h) * P * N
+    for n0 in range(0, N, BLOCK_N):
+        read = _group_tile(Cm, rows, m_t, g, GH, n0, N, BLOCK_N, False).to(tl.float32) * f_sgn[:, None]
+        s_inT = _state_tile(STATES, base, i_p * BLOCK_P, n0, P, N, BLOCK_P, BLOCK_N, True)
+        y += _dot(read.to(x.dtype), s_inT.to(x.dtype), FP32_PRECISION, WIDEN)
     if HAS_D:
         d = tl.load(D + h * D_STRIDE_H + o_p * D_STRIDE_P, mask=m_p, other=0.0).to(tl.float32)
         y += d[None, :] * x.to(tl.float32)
     tl.store(Y + (rows[:, None] * H + h) * P + o_p[None, :], y.to(Y.dtype.element_ty), mask=m_tp)
 
 
-@triton.jit(do_not_specialize=["H", "G_RATIO", "P", "N"])
+@triton.jit(do_not_specialize=["H", "G_RATIO"])
 def _chunk_bwd_inputs_kernel(
     X,
     Bm,
@@ -302,26 +367,30 @@ def _chunk_bwd_inputs_kernel(
     c, h = tl.program_id(0), tl.program_id(1)
     GH = H // G_RATIO
     g = h // G_RATIO
-    rows, m_s, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    bos, rows, m_s, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    X += bos * H * P
+    DY += bos * H * P
+    DX += bos * H * P
+    Bm += bos * GH * N
+    Cm += bos * GH * N
+    DB += bos * H * N
+    LA += bos * H
+    W += bos * H
+    SGN += bos * H
+    DW += bos * H
+    GATE_OUT += bos * H
     i = tl.arange(0, CHUNK)
     la = _load_gate(LA, rows, m_s, h, H)
-    la_prev = tl.load(LA + (rows - 1) * H + h, mask=m_s & (i > 0), other=0.0)
     la_next = tl.load(LA + (rows + 1) * H + h, mask=i + 1 < n_valid, other=0.0)
     after = tl.exp(tl.cumsum(la_next, axis=0, reverse=True))  # prod_{k > s} |a_k| within the chunk
     w = tl.load(W + rows * H + h, mask=m_s, other=0.0)
     sgn = tl.load(SGN + rows * H + h, mask=m_s, other=0.0)
-    o_n = tl.arange(0, BLOCK_N)
-    m_n = o_n < N
-    m_sn = m_s[:, None] & m_n[None, :]
-    b_s = tl.load(Bm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_sn, other=0.0)
-    c_tT = tl.load(Cm + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_n[:, None] & m_s[None, :], other=0.0)
-    bc = _dot(b_s, c_tT, FP32_PRECISION, WIDEN)  # [s, t] = B_s . C_t
+    to_end = after * w  # weight of x_s B_s^T in the state leaving the chunk
     LT = _decay(la, 1, False, CHUNK)  # [s, t]
-    MT = LT * bc * w[:, None] * sgn[None, :]
-    b_out = (b_s.to(tl.float32) * (after * w)[:, None]).to(b_s.dtype)  # B_s carried to the chunk's end, weighted
+    LbcT = LT * _gram(Bm, Cm, rows, m_s, g, GH, N, CHUNK, BLOCK_N, FP32_PRECISION, WIDEN)  # LT * (B_s . C_t)
 
     dMT = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)  # [s, t] = x_s . dy_t
-    xdS = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)  # [s, n] = (x_s dS)_n
+    carried = tl.zeros([CHUNK], dtype=tl.float32)  # x_s . (dS B_s)
     state = (c.to(tl.int64) * H + h) * P * N
     for p0 in range(0, P, BLOCK_P):
         o_p = p0 + tl.arange(0, BLOCK_P)
@@ -330,32 +399,46 @@ def _chunk_bwd_inputs_kernel(
         x = tl.load(X + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_sp, other=0.0)
         dy = tl.load(DY + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_sp, other=0.0)
         dyT = tl.load(DY + (rows[None, :] * H + h) * P + o_p[:, None], mask=m_p[:, None] & m_s[None, :], other=0.0)
-        dS = tl.load(DSTATES + state + o_p[:, None] * N + o_n[None, :], mask=m_p[:, None] & m_n[None, :], other=0.0)
-        dST = tl.load(DSTATES + state + o_p[None, :] * N + o_n[:, None], mask=m_n[:, None] & m_p[None, :], other=0.0)
         dMT += _dot(x, dyT, FP32_PRECISION, WIDEN)
-        xdS += _dot(x, dS.to(x.dtype), FP32_PRECISION, WIDEN)
-        dx = _dot(MT.to(x.dtype), dy, FP32_PRECISION, WIDEN)
-        dx += _dot(b_out, dST.to(x.dtype), FP32_PRECISION, WIDEN)
+        BdS = tl.zeros([CHUNK, BLOCK_P], dtype=tl.float32)  # [s, p] = (dS B_s)_p
+        for n0 in range(0, N, BLOCK_N):
+            b_s = _group_tile(Bm, rows, m_s, g, GH, n0, N, BLOCK_N, False)
+            dST = _state_tile(DSTATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, True)
+            BdS += _dot(b_s, dST.to(b_s.dtype), FP32_PRECISION, WIDEN)
+        xf = x.to(tl.float32)
+        carried += tl.sum(xf * BdS, axis=1)
+        MT = LbcT * w[:, None] * sgn[None, :]
+        dx = _dot(MT.to(x.dtype), dy, FP32_PRECISION, WIDEN) + to_end[:, None] * BdS
         if HAS_D:
             d = tl.load(D + h * D_STRIDE_H + o_p * D_STRIDE_P, mask=m_p, other=0.0).to(tl.float32)
             dx += d[None, :] * dy.to(tl.float32)
-            part = tl.sum(dy.to(tl.float32) * x.to(tl.float32), axis=0)
+            part = tl.sum(dy.to(tl.float32) * xf, axis=0)
             tl.store(DD + (c.to(tl.int64) * H + h) * P + o_p, part, mask=m_p)
         tl.store(DX + (rows[:, None] * H + h) * P + o_p[None, :], dx.to(DX.dtype.element_ty), mask=m_sp)
 
-    dCBT = dMT * LT * w[:, None] * sgn[None, :]
-    c_t = tl.load(Cm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_sn, other=0.0)
-    db = _dot(dCBT.to(c_t.dtype), c_t, FP32_PRECISION, WIDEN) + (after * w)[:, None] * xdS
-    tl.store(DB + (rows[:, None] * H + h) * N + o_n[None, :], db, mask=m_sn)
-    carried = tl.sum(xdS * b_s.to(tl.float32), axis=1)  # x_s . (dS B_s)
-    dw = tl.sum(dMT * LT * bc * sgn[None, :], axis=1) + after * carried
+    dw = tl.sum(dMT * LbcT * sgn[None, :], axis=1) + after * carried
     tl.store(DW + rows * H + h, dw, mask=m_s)
+    # dB_s = sum_t dCB[t, s] C_t + to_end_s (x_s dS), one slice of N at a time.
+    dCBT = dMT * LT * w[:, None] * sgn[None, :]
+    for n0 in range(0, N, BLOCK_N):
+        c_t = _group_tile(Cm, rows, m_s, g, GH, n0, N, BLOCK_N, False)
+        db = _dot(dCBT.to(c_t.dtype), c_t, FP32_PRECISION, WIDEN)
+        for p0 in range(0, P, BLOCK_P):
+            o_p = p0 + tl.arange(0, BLOCK_P)
+            x = tl.load(
+                X + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_s[:, None] & (o_p < P)[None, :], other=0.0
+            )
+            dS = _state_tile(DSTATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, False)
+            db += _dot((x.to(tl.float32) * to_end[:, None]).to(x.dtype), dS.to(x.dtype), FP32_PRECISION, WIDEN)
+        o_n = n0 + tl.arange(0, BLOCK_N)
+        tl.store(DB + (rows[:, None] * H + h) * N + o_n[None, :], db, mask=m_s[:, None] & (o_n < N)[None, :])
+    la_prev = tl.load(LA + (rows - 1) * H + h, mask=m_s & (i > 0), other=0.0)
     ET = _decay(la_prev, 1, True, CHUNK)  # [s, t] = prod_{s < k < t} |a_k|
     gate_out = after * tl.sum(ET * (w * carried)[:, None], axis=0)
     tl.store(GATE_OUT + rows * H + h, gate_out, mask=m_s)
 
 
-@triton.jit(do_not_specialize=["H", "G_RATIO", "P", "N"])
+@triton.jit(do_not_specialize=["H", "G_RATIO"])
 def _chunk_bwd_outputs_kernel(
     X,
     Bm,
@@ -395,45 +478,62 @@ def _chunk_bwd_outputs_kernel(
     c, h = tl.program_id(0), tl.program_id(1)
     GH = H // G_RATIO
     g = h // G_RATIO
-    rows, m_t, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    bos, rows, m_t, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    X += bos * H * P
+    DY += bos * H * P
+    Bm += bos * GH * N
+    Cm += bos * GH * N
+    DC += bos * H * N
+    LA += bos * H
+    W += bos * H
+    SGN += bos * H
+    GATE_IN += bos * H
     i = tl.arange(0, CHUNK)
     la = _load_gate(LA, rows, m_t, h, H)
-    la_prev = tl.load(LA + (rows - 1) * H + h, mask=m_t & (i > 0), other=0.0)
-    la_next = tl.load(LA + (rows + 1) * H + h, mask=i + 1 < n_valid, other=0.0)
-    before = tl.exp(tl.cumsum(la_prev, axis=0))  # prod_{k < t} |a_k| within the chunk
-    after = tl.exp(tl.cumsum(la_next, axis=0, reverse=True))  # prod_{k > t} |a_k|
     w = tl.load(W + rows * H + h, mask=m_t, other=0.0)
     sgn = tl.load(SGN + rows * H + h, mask=m_t, other=0.0)
-    o_n = tl.arange(0, BLOCK_N)
-    m_n = o_n < N
-    m_tn = m_t[:, None] & m_n[None, :]
-    c_t = tl.load(Cm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_tn, other=0.0)
-    b_sT = tl.load(Bm + (rows[None, :] * GH + g) * N + o_n[:, None], mask=m_n[:, None] & m_t[None, :], other=0.0)
-    cb = _dot(c_t, b_sT, FP32_PRECISION, WIDEN)  # [t, s]
 
     dM = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)  # [t, s] = dy_t . x_s
-    dyS = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)  # [t, n] = (dy_t S_in)_n
+    read_in = tl.zeros([CHUNK], dtype=tl.float32)  # dy_t . (S_in C_t)
     state = (c.to(tl.int64) * H + h) * P * N
     for p0 in range(0, P, BLOCK_P):
         o_p = p0 + tl.arange(0, BLOCK_P)
         m_p = o_p < P
         dy = tl.load(DY + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_t[:, None] & m_p[None, :], other=0.0)
         xT = tl.load(X + (rows[None, :] * H + h) * P + o_p[:, None], mask=m_p[:, None] & m_t[None, :], other=0.0)
-        s_in = tl.load(STATES + state + o_p[:, None] * N + o_n[None, :], mask=m_p[:, None] & m_n[None, :], other=0.0)
         dM += _dot(dy, xT, FP32_PRECISION, WIDEN)
-        dyS += _dot(dy.to(tl.float32), s_in, GATE_PRECISION, WIDEN)
+        CS = tl.zeros([CHUNK, BLOCK_P], dtype=tl.float32)  # [t, p] = (S_in C_t)_p
+        for n0 in range(0, N, BLOCK_N):
+            c_t = _group_tile(Cm, rows, m_t, g, GH, n0, N, BLOCK_N, False)
+            s_inT = _state_tile(STATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, True)
+            CS += _dot(c_t, s_inT.to(c_t.dtype), FP32_PRECISION, WIDEN)
+        read_in += tl.sum(dy.to(tl.float32) * CS, axis=1)
 
+    # dC_t = sum_s dCB[t, s] B_s + f_t sgn_t (dy_t S_in), one slice of N at a time.
     L = _decay(la, 0, False, CHUNK)  # [t, s]
     dM = dM * w[None, :] * sgn[:, None]
     f_sgn = tl.exp(tl.cumsum(la, axis=0)) * sgn
-    b_s = tl.load(Bm + (rows[:, None] * GH + g) * N + o_n[None, :], mask=m_tn, other=0.0)
-    dc = _dot((dM * L).to(b_s.dtype), b_s, FP32_PRECISION, WIDEN) + f_sgn[:, None] * dyS
-    M2 = dM * cb  # [r, s] = (do_r . v_s)(q_r . k_s) of the unsigned core
-    tl.store(DC + (rows[:, None] * H + h) * N + o_n[None, :], dc, mask=m_tn)
+    dCB = dM * L
+    for n0 in range(0, N, BLOCK_N):
+        b_s = _group_tile(Bm, rows, m_t, g, GH, n0, N, BLOCK_N, False)
+        dc = _dot(dCB.to(b_s.dtype), b_s, FP32_PRECISION, WIDEN)
+        for p0 in range(0, P, BLOCK_P):
+            o_p = p0 + tl.arange(0, BLOCK_P)
+            dy = tl.load(
+                DY + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_t[:, None] & (o_p < P)[None, :], other=0.0
+            )
+            s_in = _state_tile(STATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, False)
+            dc += _dot((dy.to(tl.float32) * f_sgn[:, None]).to(dy.dtype), s_in.to(dy.dtype), FP32_PRECISION, WIDEN)
+        o_n = n0 + tl.arange(0, BLOCK_N)
+        tl.store(DC + (rows[:, None] * H + h) * N + o_n[None, :], dc, mask=m_t[:, None] & (o_n < N)[None, :])
 
+    M2 = dM * _gram(Cm, Bm, rows, m_t, g, GH, N, CHUNK, BLOCK_N, FP32_PRECISION, WIDEN)  # (do_r . v_s)(q_r . k_s)
+    la_prev = tl.load(LA + (rows - 1) * H + h, mask=m_t & (i > 0), other=0.0)
     ET = _decay(la_prev, 1, True, CHUNK)  # [s, t] = prod_{s < k < t} |a_k|
     inside = tl.sum(L * _dot(M2, ET, GATE_PRECISION, WIDEN), axis=0)
-    read_in = sgn * tl.sum(dyS * c_t.to(tl.float32), axis=1)
-    carried_in = before * tl.sum(L * read_in[:, None], axis=0)
+    la_next = tl.load(LA + (rows + 1) * H + h, mask=i + 1 < n_valid, other=0.0)
+    before = tl.exp(tl.cumsum(la_prev, axis=0))  # prod_{k < t} |a_k| within the chunk
+    after = tl.exp(tl.cumsum(la_next, axis=0, reverse=True))  # prod_{k > t} |a_k|
+    carried_in = before * tl.sum(L * (sgn * read_in)[:, None], axis=0)
     through = before * after * tl.load(THROUGH + c * H + h)
     tl.store(GATE_IN + rows * H + h, inside + carried_in + through, mask=m_t)
