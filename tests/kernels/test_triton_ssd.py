@@ -197,3 +197,14 @@ def test_batch_rows_equal_the_same_rows_packed():
     packed = [inputs[n] if n == "A" else inputs[n].reshape(1, 80, *inputs[n].shape[2:]) for n in POS]
     y_p, S_p = ssd(*packed, cu_seqlens=torch.tensor([0, 40, 80]), backend="triton", **kw)
     assert torch.equal(y.reshape(1, 80, H, P), y_p) and torch.equal(S, S_p)
+
+
+@pytest.mark.parametrize("chunk,block_p,block_n", [(16, 16, 16), (32, 16, 16), (128, 64, 64)])
+def test_other_tilings(monkeypatch, chunk, block_p, block_n):
+    """Every tiling a GPU check may switch to (``ssd.triton.TILING``) computes the same op: chunks of 16, 32 and
+    128, and P = 40, N = 20 walked in several slices of 16."""
+    from lrnn_lm.kernels.ssd import triton as ssd_triton_module
+
+    tiling = ssd_triton_module.Tiling(chunk=chunk, block_p=block_p, block_n=block_n)
+    monkeypatch.setattr(ssd_triton_module, "TILING", tiling)
+    _check(ssd_inputs(1, 40, 2, 40, 20, 1, gate="edges", d_shape="HP", seed=chunk), True, torch.float32)
