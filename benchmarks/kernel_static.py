@@ -344,6 +344,11 @@ def ssd_specs(heads: int = 32, head_dim: int = 64, n_state: int = 128) -> list[K
     chunk_elems = chunk * chunk * head_dim
     block_s = min(tiling.block_state, head_dim * n_state)
     mod = "ssd.triton_kernels:"
+    NESTED = (
+        "instr_per_element counts the innermost loops only (the slices of N inside the loop over P), against a "
+        "whole chunk's (t, s, p): a lower bound, not the kernel's cost; registers, spills, shared memory and mma "
+        "are the figures to read"
+    )
     return [
         KernelSpec(
             name="ssd.chunk_state",
@@ -353,7 +358,7 @@ def ssd_specs(heads: int = 32, head_dim: int = 64, n_state: int = 128) -> list[K
             | sizes,
             **fwd,
             **stages,
-            elements=chunk * block_p * n_state,  # the whole N, in slices
+            elements=chunk * block_p * block_n,  # one slice of N per loop iteration
             element="(t, p, n)",
         ),
         KernelSpec(
@@ -378,6 +383,7 @@ def ssd_specs(heads: int = 32, head_dim: int = 64, n_state: int = 128) -> list[K
             **stages,
             elements=chunk * chunk * block_p,
             element="(t, s, p)",
+            note=NESTED,
         ),
         KernelSpec(
             name="ssd.chunk_reads_bwd",
@@ -387,7 +393,7 @@ def ssd_specs(heads: int = 32, head_dim: int = 64, n_state: int = 128) -> list[K
             | sizes,
             **fwd,
             **stages,
-            elements=chunk * block_p * n_state,  # the whole N, in slices
+            elements=chunk * block_p * block_n,  # one slice of N per loop iteration
             element="(t, p, n)",
         ),
         KernelSpec(
@@ -415,6 +421,7 @@ def ssd_specs(heads: int = 32, head_dim: int = 64, n_state: int = 128) -> list[K
             **stages,
             elements=chunk_elems,
             element="(t, s, p)",
+            note=NESTED,
         ),
         KernelSpec(
             name="ssd.chunk_bwd_outputs",
@@ -428,6 +435,7 @@ def ssd_specs(heads: int = 32, head_dim: int = 64, n_state: int = 128) -> list[K
             **stages,
             elements=chunk_elems,
             element="(t, s, p)",
+            note=NESTED,
         ),
     ]
 
