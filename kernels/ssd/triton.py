@@ -111,7 +111,9 @@ def ssd_triton(
     if T == 0:
         state = initial_state.float() if initial_state is not None else x.new_zeros(n_seq, H, P, N, dtype=torch.float32)
         return x.new_zeros(batch, 0, H, P), (state if output_final_state else None)
-    y, state = _SSDTriton.apply(x, dt, A, B, C, D, initial_state, cu_seqlens, negative_eigvals)
+    # The kernels choose their own precisions (16-bit products, fp32 gates and states): autocast must not recast.
+    with torch.autocast(x.device.type, enabled=False):
+        y, state = _SSDTriton.apply(x, dt, A, B, C, D, initial_state, cu_seqlens, negative_eigvals)
     return y, (state if output_final_state else None)
 
 
