@@ -257,18 +257,18 @@ class _SSDTriton(torch.autograd.Function):
 
         Dc = D.contiguous() if D is not None else None
         dx = torch.empty(rows, H, P, device=device, dtype=dtype)
-        dB_heads = torch.empty(rows, H, N, device=device, dtype=torch.float32)
-        dC_heads = torch.empty(rows, H, N, device=device, dtype=torch.float32)
+        dB = torch.zeros(rows, G, N, device=device, dtype=torch.float32)  # the kernels add each head's part
+        dC = torch.zeros(rows, G, N, device=device, dtype=torch.float32)
         dw = torch.empty(rows, H, device=device, dtype=torch.float32)
         gate_out = torch.empty(rows, H, device=device, dtype=torch.float32)
         gate_in = torch.empty(rows, H, device=device, dtype=torch.float32)
         dD_parts = torch.zeros(n_chunks, H, P, device=device, dtype=torch.float32) if D is not None else None
         _chunk_bwd_inputs_kernel[(n_chunks, H)](
-            xk, Bk, Ck, dyk, la, w, sign, dstates, Dc, dx, dB_heads, dw, dD_parts, gate_out, start, length,
+            xk, Bk, Ck, dyk, la, w, sign, dstates, Dc, dx, dB, dw, dD_parts, gate_out, start, length,
             H, H // G, P, N, *ctx.d_strides, HAS_D=D is not None, **sizes, **prec, **gate_prec, **warps_bwd,
         )  # fmt: skip
         _chunk_bwd_outputs_kernel[(n_chunks, H)](
-            xk, Bk, Ck, dyk, la, w, sign, states, through, dC_heads, gate_in, start, length,
+            xk, Bk, Ck, dyk, la, w, sign, states, through, dC, gate_in, start, length,
             H, H // G, P, N, **sizes, **prec, **gate_prec, **warps_bwd,
         )  # fmt: skip
 
@@ -280,8 +280,8 @@ class _SSDTriton(torch.autograd.Function):
         ddt = d_s * A.float() + dw * sign  # w = P dt
         dA = (d_s * dtf).sum(0)
         x_dtype, B_dtype, C_dtype = ctx.dtypes
-        grads_B = dB_heads.view(rows, G, H // G, N).sum(2).view(batch, T, G, N).to(B_dtype)
-        grads_C = dC_heads.view(rows, G, H // G, N).sum(2).view(batch, T, G, N).to(C_dtype)
+        grads_B = dB.view(batch, T, G, N).to(B_dtype)
+        grads_C = dC.view(batch, T, G, N).to(C_dtype)
         dD = None
         if D is not None:
             dD = dD_parts.sum(0)

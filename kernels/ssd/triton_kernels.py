@@ -359,11 +359,10 @@ def _chunk_bwd_inputs_kernel(
     WIDEN: tl.constexpr,
     GATE_PRECISION: tl.constexpr,
 ):
-    """Gradients on the input side of one chunk, laid out with the earlier token ``s`` on rows:
-
-    ``dx``, ``dB`` (this head's part, fp32), ``dw``, the chunk's part of ``dD``, and the gate gradient's term for a
-    token's input carried out of the chunk, ``prod_{k > t} |a_k| sum_{s < t} E[t, s] w_s x_s . (dS B_s)`` with
-    ``dS`` the gradient of the state leaving the chunk and ``E[t, s] = prod_{s < k < t} |a_k|``."""
+    """Gradients on the input side of one chunk, laid out with the earlier token ``s`` on rows: ``dx``, ``dB``
+    (this head's part, added into the group's fp32 ``dB``), ``dw``, the chunk's part of ``dD``, and the gate
+    gradient's term for a token's input carried out of the chunk, ``prod_{k > t} |a_k| sum_{s < t} E[t, s] w_s x_s .
+    (dS B_s)`` with ``dS`` the gradient of the state leaving the chunk and ``E[t, s] = prod_{s < k < t} |a_k|``."""
     c, h = tl.program_id(0), tl.program_id(1)
     GH = H // G_RATIO
     g = h // G_RATIO
@@ -373,7 +372,7 @@ def _chunk_bwd_inputs_kernel(
     DX += bos * H * P
     Bm += bos * GH * N
     Cm += bos * GH * N
-    DB += bos * H * N
+    DB += bos * GH * N
     LA += bos * H
     W += bos * H
     SGN += bos * H
@@ -431,7 +430,8 @@ def _chunk_bwd_inputs_kernel(
             dS = _state_tile(DSTATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, False)
             db += _dot((x.to(tl.float32) * to_end[:, None]).to(x.dtype), dS.to(x.dtype), FP32_PRECISION, WIDEN)
         o_n = n0 + tl.arange(0, BLOCK_N)
-        tl.store(DB + (rows[:, None] * H + h) * N + o_n[None, :], db, mask=m_s[:, None] & (o_n < N)[None, :])
+        # The group's heads add into one fp32 dB: H / G times less memory than a row per head.
+        tl.atomic_add(DB + (rows[:, None] * GH + g) * N + o_n[None, :], db, mask=m_s[:, None] & (o_n < N)[None, :])
     la_prev = tl.load(LA + (rows - 1) * H + h, mask=m_s & (i > 0), other=0.0)
     ET = _decay(la_prev, 1, True, CHUNK)  # [s, t] = prod_{s < k < t} |a_k|
     gate_out = after * tl.sum(ET * (w * carried)[:, None], axis=0)
@@ -465,7 +465,8 @@ def _chunk_bwd_outputs_kernel(
     GATE_PRECISION: tl.constexpr,
 ):
     """Gradients on the output side of one chunk, laid out with the later token ``t`` on rows: ``dC`` (this head's
-    part, fp32) and the gate gradient ``dL/d|a_t|`` less the term of :func:`_chunk_bwd_inputs_kernel`:
+    part, added into the group's fp32 ``dC``) and the gate gradient ``dL/d|a_t|`` less the term of
+    :func:`_chunk_bwd_inputs_kernel`:
 
     - both ends inside the chunk: ``sum_s (L^T M2)[t, s] E[t, s]`` with ``M2[r, s] = sgn_r w_s (dy_r . x_s)
       (C_r . B_s)``, computed as ``sum_r L[r, t] (M2 E^T)[r, t]``;
@@ -483,7 +484,7 @@ def _chunk_bwd_outputs_kernel(
     DY += bos * H * P
     Bm += bos * GH * N
     Cm += bos * GH * N
-    DC += bos * H * N
+    DC += bos * GH * N
     LA += bos * H
     W += bos * H
     SGN += bos * H
@@ -525,7 +526,7 @@ def _chunk_bwd_outputs_kernel(
             s_in = _state_tile(STATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, False)
             dc += _dot((dy.to(tl.float32) * f_sgn[:, None]).to(dy.dtype), s_in.to(dy.dtype), FP32_PRECISION, WIDEN)
         o_n = n0 + tl.arange(0, BLOCK_N)
-        tl.store(DC + (rows[:, None] * H + h) * N + o_n[None, :], dc, mask=m_t[:, None] & (o_n < N)[None, :])
+        tl.atomic_add(DC + (rows[:, None] * GH + g) * N + o_n[None, :], dc, mask=m_t[:, None] & (o_n < N)[None, :])
 
     M2 = dM * _gram(Cm, Bm, rows, m_t, g, GH, N, CHUNK, BLOCK_N, FP32_PRECISION, WIDEN)  # (do_r . v_s)(q_r . k_s)
     la_prev = tl.load(LA + (rows - 1) * H + h, mask=m_t & (i > 0), other=0.0)
