@@ -74,7 +74,7 @@ def test_matches_naive(T, G, d_shape, negative):
 def test_long_sequence_matches_naive(negative):
     """T = 1000: 16 chunks, the last one partly filled, states passed across all of them."""
     _check(
-        ssd_inputs(1, 1000, 2, P, N, 1, gate="edges", negative=negative, d_shape="HP", seed=5), negative, torch.float32
+        ssd_inputs(1, 1000, 1, P, N, 1, gate="edges", negative=negative, d_shape="HP", seed=5), negative, torch.float32
     )
 
 
@@ -150,10 +150,11 @@ def test_gate_gradient_relative_error_by_gate_magnitude(negative):
 @pytest.mark.parametrize("with_state", [False, True], ids=["h0=0", "h0"])
 def test_cu_seqlens_equals_separate_naive_calls(negative, with_state):
     """Packed sequences (one launch per kernel, the running sign restarting per sequence, chunks never crossing a
-    sequence start) vs one naive call each: lengths 1, under, over and across chunks. fp32, so 1e-5."""
+    sequence start) vs one naive call each: lengths 1, under, over and across chunks; 2 heads sharing one group.
+    fp32, so 1e-5."""
     gates = ["random", "edges"]
     per_seq = [
-        ssd_inputs(1, n, H, P, N, 2, gate=gates[i % 2], negative=negative, seed=i, with_state=with_state)
+        ssd_inputs(1, n, 2, P, N, 1, gate=gates[i % 2], negative=negative, seed=i, with_state=with_state)
         for i, n in enumerate([17, 1, 70, 5, 130])
     ]
     check_packing(ssd, per_seq, POS, shared=("A", "D"), backend="triton", negative_eigvals=negative)
