@@ -100,7 +100,9 @@ def _group_tile(PTR, rows, m_rows, g, GH, n0, N, BLOCK_N: tl.constexpr, TRANSPOS
 
 @triton.jit
 def _state_tile(PTR, base, p0, n0, P, N, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, TRANSPOSED: tl.constexpr):
-    """Block ``[p0 : p0 + BLOCK_P, n0 : n0 + BLOCK_N]`` of a ``[P, N]`` state at ``PTR + base``, or its transpose."""
+    """Block ``[p0 : p0 + BLOCK_P, n0 : n0 + BLOCK_N]`` of a ``[P, N]`` state at ``PTR + base``, or its transpose.
+    Callers pass ``P = 0`` for the spare (empty) chunks of the chunk table, whose states nothing writes: zeros then,
+    not uninitialised memory (which may hold NaN, and NaN times the chunk's zero rows is NaN)."""
     o_p = p0 + tl.arange(0, BLOCK_P)
     o_n = n0 + tl.arange(0, BLOCK_N)
     m_p, m_n = o_p < P, o_n < N
@@ -296,7 +298,7 @@ def _chunk_scan_fwd_kernel(
     c, h, i_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     GH = H // G_RATIO
     g = h // G_RATIO
-    bos, rows, m_t, _ = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
+    bos, rows, m_t, n_valid = _chunk_bounds(CHUNK_START, CHUNK_LEN, c, CHUNK)
     X += bos * H * P
     Y += bos * H * P
     Bm += bos * GH * N
@@ -317,9 +319,10 @@ def _chunk_scan_fwd_kernel(
     y = _dot(M.to(x.dtype), x, FP32_PRECISION, WIDEN)
     f_sgn = tl.exp(tl.cumsum(la, axis=0)) * sgn
     base = (c.to(tl.int64) * H + h) * P * N
+    p_live = tl.where(n_valid > 0, P, 0)  # see _state_tile
     for n0 in range(0, N, BLOCK_N):
         read = _group_tile(Cm, rows, m_t, g, GH, n0, N, BLOCK_N, False).to(tl.float32) * f_sgn[:, None]
-        s_inT = _state_tile(STATES, base, i_p * BLOCK_P, n0, P, N, BLOCK_P, BLOCK_N, True)
+        s_inT = _state_tile(STATES, base, i_p * BLOCK_P, n0, p_live, N, BLOCK_P, BLOCK_N, True)
         y += _dot(read.to(x.dtype), s_inT.to(x.dtype), FP32_PRECISION, WIDEN)
     if HAS_D:
         d = tl.load(D + h * D_STRIDE_H + o_p * D_STRIDE_P, mask=m_p, other=0.0).to(tl.float32)
@@ -391,6 +394,7 @@ def _chunk_bwd_inputs_kernel(
     dMT = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)  # [s, t] = x_s . dy_t
     carried = tl.zeros([CHUNK], dtype=tl.float32)  # x_s . (dS B_s)
     state = (c.to(tl.int64) * H + h) * P * N
+    p_live = tl.where(n_valid > 0, P, 0)  # see _state_tile
     for p0 in range(0, P, BLOCK_P):
         o_p = p0 + tl.arange(0, BLOCK_P)
         m_p = o_p < P
@@ -402,7 +406,7 @@ def _chunk_bwd_inputs_kernel(
         BdS = tl.zeros([CHUNK, BLOCK_P], dtype=tl.float32)  # [s, p] = (dS B_s)_p
         for n0 in range(0, N, BLOCK_N):
             b_s = _group_tile(Bm, rows, m_s, g, GH, n0, N, BLOCK_N, False)
-            dST = _state_tile(DSTATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, True)
+            dST = _state_tile(DSTATES, state, p0, n0, p_live, N, BLOCK_P, BLOCK_N, True)
             BdS += _dot(b_s, dST.to(b_s.dtype), FP32_PRECISION, WIDEN)
         xf = x.to(tl.float32)
         carried += tl.sum(xf * BdS, axis=1)
@@ -427,7 +431,7 @@ def _chunk_bwd_inputs_kernel(
             x = tl.load(
                 X + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_s[:, None] & (o_p < P)[None, :], other=0.0
             )
-            dS = _state_tile(DSTATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, False)
+            dS = _state_tile(DSTATES, state, p0, n0, p_live, N, BLOCK_P, BLOCK_N, False)
             db += _dot((x.to(tl.float32) * to_end[:, None]).to(x.dtype), dS.to(x.dtype), FP32_PRECISION, WIDEN)
         o_n = n0 + tl.arange(0, BLOCK_N)
         # The group's heads add into one fp32 dB: H / G times less memory than a row per head.
@@ -497,6 +501,7 @@ def _chunk_bwd_outputs_kernel(
     dM = tl.zeros([CHUNK, CHUNK], dtype=tl.float32)  # [t, s] = dy_t . x_s
     read_in = tl.zeros([CHUNK], dtype=tl.float32)  # dy_t . (S_in C_t)
     state = (c.to(tl.int64) * H + h) * P * N
+    p_live = tl.where(n_valid > 0, P, 0)  # see _state_tile
     for p0 in range(0, P, BLOCK_P):
         o_p = p0 + tl.arange(0, BLOCK_P)
         m_p = o_p < P
@@ -506,7 +511,7 @@ def _chunk_bwd_outputs_kernel(
         CS = tl.zeros([CHUNK, BLOCK_P], dtype=tl.float32)  # [t, p] = (S_in C_t)_p
         for n0 in range(0, N, BLOCK_N):
             c_t = _group_tile(Cm, rows, m_t, g, GH, n0, N, BLOCK_N, False)
-            s_inT = _state_tile(STATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, True)
+            s_inT = _state_tile(STATES, state, p0, n0, p_live, N, BLOCK_P, BLOCK_N, True)
             CS += _dot(c_t, s_inT.to(c_t.dtype), FP32_PRECISION, WIDEN)
         read_in += tl.sum(dy.to(tl.float32) * CS, axis=1)
 
@@ -523,7 +528,7 @@ def _chunk_bwd_outputs_kernel(
             dy = tl.load(
                 DY + (rows[:, None] * H + h) * P + o_p[None, :], mask=m_t[:, None] & (o_p < P)[None, :], other=0.0
             )
-            s_in = _state_tile(STATES, state, p0, n0, P, N, BLOCK_P, BLOCK_N, False)
+            s_in = _state_tile(STATES, state, p0, n0, p_live, N, BLOCK_P, BLOCK_N, False)
             dc += _dot((dy.to(tl.float32) * f_sgn[:, None]).to(dy.dtype), s_in.to(dy.dtype), FP32_PRECISION, WIDEN)
         o_n = n0 + tl.arange(0, BLOCK_N)
         tl.atomic_add(DC + (rows[:, None] * GH + g) * N + o_n[None, :], dc, mask=m_t[:, None] & (o_n < N)[None, :])
