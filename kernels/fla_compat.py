@@ -5,8 +5,9 @@ fla 0.6 refuses the backward of its *gated* chunk kernels (``chunk_bwd_dqkwg`` w
 Triton gives wrong results there (fla issue #640), unless ``tilelang`` is installed (fla then runs that kernel in
 TileLang). Our pins (requirements.txt: torch 2.13, triton 3.9) are not affected; an image with an older torch is:
 the H200 lent to this project on 2026-11-30 had torch 2.11 with triton 3.6, and the first backward of the ``ssd``
-Triton backend stopped there with fla's RuntimeError. Knowing it at resolution lets ``auto`` pick ``chunk`` at the
-start of a run and say why, instead of a failure at the first backward.
+Triton backend (then fla's ``chunk_simple_gla``; now our own kernels) stopped there with fla's RuntimeError.
+Knowing it at resolution lets ``auto`` pick ``chunk`` at the start of a run and say why, instead of a failure at
+the first backward.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import importlib.util
 import torch
 from packaging.version import Version
 
-# The ops whose Triton backend runs fla's gated chunk kernels (delta_product: when it has a forget gate).
-GATED_FLA_OPS = ("ssd", "gated_delta_rule", "delta_product")
+# The ops whose Triton backend runs fla's gated chunk kernels (delta_product: when it has a forget gate). ``ssd``
+# is not one: its Triton backend is our own kernels (kernels/ssd/triton_kernels.py), so ``auto`` keeps Triton there.
+GATED_FLA_OPS = ("gated_delta_rule", "delta_product")
 BROKEN_TRITON = (Version("3.4.0"), Version("3.7.1"))  # [from, to): fla's TRITON_ABOVE_3_4_0 and not _3_7_1
 
 

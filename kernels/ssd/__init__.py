@@ -45,13 +45,13 @@ def ssd(
         y_t = h_t C_t + D x_t
 
     Gates of exactly -1, 0 and 1 are allowed; the output is exact at all of them. Gradients: ``naive`` is autograd
-    through the token loop, exact everywhere. ``triton``'s signed gate gets its gradient from
-    :mod:`lrnn_lm.kernels.ssd.gate_grad` (``dL/da_t = s_t <dL/dh_t, h_{t-1}>`` formed with no division by ``a_t``),
-    also exact everywhere, ``a = 0`` included. ``chunk`` works with ``log|a|`` and is exact wherever ``a != 0``;
-    where the signed gate is exactly 0 it takes the gradient through that gate as 0 (finite; ``dt_t`` and ``A``
-    then miss that one term). The unsigned gate is 0 only where ``exp(dt A)`` underflows, where
-    ``da/d(dt) = A a = 0`` anyway. ``chunk`` flushes decays below ``e^-60`` to 0; ``triton`` floors ``log|a|`` at
-    -30 in its forward (see :mod:`lrnn_lm.kernels.ssd.triton`).
+    through the token loop, exact everywhere. ``triton`` (our kernels, :mod:`lrnn_lm.kernels.ssd.triton`) forms the
+    gate's gradient as ``dL/d|a_t| = <dL/dh_t, h_{t-1}>`` from products that leave ``a_t`` out (no division by
+    ``a_t``), so it is exact at every gate, ``a = 0`` included. ``chunk`` works with ``log|a|`` and is exact
+    wherever ``a != 0``; where the signed gate is exactly 0 it takes the gradient through that gate as 0 (finite;
+    ``dt_t`` and ``A`` then miss that one term). The unsigned gate is 0 only where ``exp(dt A)`` underflows, where
+    ``da/d(dt) = A a = 0`` anyway. ``chunk`` flushes decays below ``e^-60`` to 0; ``triton`` keeps every decay
+    (``exp`` of a direct sum of ``log|a|``, ``exp(-inf) = 0`` for a zero gate).
 
     Returns:
         ``(y [batch, T, H, P] in x.dtype, final_state [batch, H, P, N] fp32 or None)``.

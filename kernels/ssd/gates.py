@@ -31,8 +31,8 @@ def log_abs_gate(dt: torch.Tensor, A: torch.Tensor, negative_eigvals: bool) -> t
 
 def log_abs_and_sign(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log|a|, sign)`` of a signed gate ``a``, values only (neither carries a gradient; a gradient through the
-    gate comes from :func:`log_abs_gate` or, in the Triton backend, from :mod:`.gate_grad`): ``log|0| = -inf``, and
-    the sign of exactly 0 is +1 (see :func:`log_abs_gate`)."""
+    gate comes from :func:`log_abs_gate` or, in the Triton backend, from the kernels' own gate gradient):
+    ``log|0| = -inf``, and the sign of exactly 0 is +1 (see :func:`log_abs_gate`)."""
     a = a.detach()
     return a.abs().log(), torch.ones_like(a).masked_fill_(a < 0, -1.0)
 

@@ -154,12 +154,13 @@ def test_auto_avoids_a_refused_fla_backward_and_says_why(caplog, monkeypatch):
     monkeypatch.setattr(backend_mod, "_logged", set())
     cuda = torch.device("cuda", 0)
     with caplog.at_level(logging.INFO, logger="lrnn_lm.kernels"):
-        for op in ("ssd", "gated_delta_rule", "delta_product"):
+        for op in ("gated_delta_rule", "delta_product"):
             assert backend_mod.resolve_backend(op, "auto", cuda) == "chunk"
             assert backend_mod.resolve_backend(op, "auto", cuda) == "chunk"  # the same choice every call
             assert backend_mod.resolve_backend(op, "triton", cuda) == "triton"  # explicit stays explicit
-        # ungated ops keep Triton
+        # ungated ops, and ssd (our own kernels, no fla), keep Triton
+        assert backend_mod.resolve_backend("ssd", "auto", cuda) == "triton"
         assert backend_mod.resolve_backend("delta_rule", "auto", cuda) == "triton"
         assert backend_mod.resolve_backend("selective_scan", "auto", cuda) == "triton"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 3 and all(reason in w for w in warnings)
+    assert len(warnings) == 2 and all(reason in w for w in warnings)

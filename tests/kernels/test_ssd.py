@@ -243,3 +243,24 @@ def test_bad_arguments_name_the_argument(change, match):
     change(inputs)
     with pytest.raises(ValueError, match=match):
         ssd(*[inputs[n] for n in POS], D=inputs["D"], initial_state=inputs["initial_state"], backend="naive")
+
+
+def test_triton_backend_imports_no_fla():
+    """The ssd Triton backend is our own kernels: neither it nor the modules it imports names fla (fla's
+    chunk_simple_gla stays a peer in benchmarks only)."""
+    import ast
+    from pathlib import Path
+
+    from lrnn_lm.kernels.ssd import naive
+
+    folder = Path(naive.__file__).parent
+    for name in ("triton.py", "triton_kernels.py", "gates.py"):
+        tree = ast.parse((folder / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            assert not any(m == "fla" or m.startswith("fla.") for m in modules), (name, modules)
