@@ -1,0 +1,335 @@
+"""Activation memory of training: saved bytes per token per block, and the predicted peak of every shipped config.
+
+What it measures: the tensors autograd keeps for the backward (``torch.autograd.graph.saved_tensors_hooks``), one
+storage counted once, parameters left out, under bf16 autocast, on CPU. Per token, as the difference between two
+sequence lengths divided by the extra tokens, so whatever does not grow with the tokens (autocast's weight copies,
+states, a weight-sized gradient) drops out.
+
+Two code paths:
+
+- ``cpu``: what runs on CPU (the ``chunk`` backends, the channels-last conv).
+- ``cuda``: what runs on a GPU, on CPU. Every Triton launch (fla's kernels and ours) is made a no-op, so the
+  host code of the Triton backends (their allocations, ``.contiguous()`` copies and ``save_for_backward`` calls)
+  runs exactly as on the GPU and only the kernels' values are missing (the forward's outputs are left
+  uninitialised). The short conv takes its non-CPU path too. tests/test_memory.py checks, under
+  ``TRITON_INTERPRET=1``, that each Triton backend saves the same bytes with real kernels as with no-op ones.
+  Autocast is CPU autocast, whose op lists are close to, not identical with, CUDA's.
+
+Peak prediction for a config at its micro-batch (one GPU, no sharding):
+``16 B x params`` (fp32 weights, grads, AdamW's two moments) ``+ tokens x (layers x block + head and loss +
+embedding)`` saved activations ``+ tokens x one block`` (the backward's working set at the largest block: the
+gradients in flight and the recomputed pieces). The last term is an estimate, not a measurement; no GPU peak has
+been measured against this table yet.
+
+Usage::
+
+    python benchmarks/memory.py                 # both paths, every shipped config, a table
+    python benchmarks/memory.py --json out.json # the same figures as JSON too
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lrnn_lm import LRNNConfig, LRNNForCausalLM  # noqa: E402
+from lrnn_lm.layers import Mixer  # noqa: E402
+from lrnn_lm.linear_cross_entropy import linear_causal_lm_loss  # noqa: E402
+from lrnn_lm.modeling_lrnn import LRNNBlock  # noqa: E402
+
+KB = 1024
+GIB = 1024**3
+SHORT, LONG = 128, 256  # the two lengths of the per-token difference (multiples of every kernel's chunk)
+
+
+def saved_bytes(fn: Callable[[], object], exclude: tuple[torch.Tensor, ...] = ()) -> int:
+    """Bytes of the distinct storages autograd saves while ``fn()`` runs, without those of ``exclude``
+    (parameters). What ``fn`` returns is dropped after the count."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+    keep = []  # hold every saved tensor so no storage is freed and its address reused during the count
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in skip and storage.nbytes():
+            seen[ptr] = max(seen.get(ptr, 0), storage.nbytes())
+        keep.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    keep.clear()
+    return sum(seen.values())
+
+
+def per_token(measure: Callable[[int], int], batch: int = 1) -> float:
+    """Saved bytes per token: ``(measure(LONG) - measure(SHORT)) / (batch * (LONG - SHORT))``."""
+    return (measure(LONG) - measure(SHORT)) / (batch * (LONG - SHORT))
+
+
+@contextlib.contextmanager
+def cuda_code_path() -> Iterator[None]:
+    """Run the GPU code path on CPU with no-op Triton kernels (see the module docstring)."""
+    from triton.runtime import jit
+
+    from lrnn_lm.kernels import backend
+    from lrnn_lm.layers import conv
+
+    patches = [
+        (jit.KernelInterface, "__getitem__", lambda self, grid: lambda *a, **k: None),
+        (backend, "triton_usable", lambda device: True),
+        (conv, "conv2d_channels_last", conv.shifted_multiply_add),
+    ]
+    try:
+        from triton.runtime import interpreter
+
+        patches.append((interpreter.InterpretedFunction, "__getitem__", lambda self, grid: lambda *a, **k: None))
+    except ImportError:
+        pass
+    old = [(obj, name, obj.__dict__[name] if name in obj.__dict__ else getattr(obj, name)) for obj, name, _ in patches]
+    try:
+        for obj, name, new in patches:
+            setattr(obj, name, new)
+        yield
+    finally:
+        for obj, name, value in old:
+            setattr(obj, name, value)
+
+
+def block_bytes(config: LRNNConfig, layer: int, T: int, batch: int = 1, dtype=torch.bfloat16) -> int:
+    """Saved bytes of one training forward of block ``layer`` on a ``[batch, T, d]`` fp32 residual stream."""
+    block = LRNNBlock(config, layer).train()
+    for module in block.modules():  # the model's own init of mixer parameters (A_log, D, dt bias, ...)
+        if isinstance(module, Mixer):
+            module.init_weights()
+    hidden = torch.randn(batch, T, config.hidden_size, requires_grad=True)
+
+    def run():
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            return block(hidden)
+
+    return saved_bytes(run, exclude=tuple(block.parameters()))
+
+
+def head_bytes(config: LRNNConfig, T: int, batch: int = 1, dtype=torch.bfloat16, fused: bool = False) -> int:
+    """Saved bytes of the final norm, the LM head and the training loss on ``[batch, T, d]`` (fused: the
+    loss the training step uses without logits; otherwise the model's logits and its loss)."""
+    model = _head_model(config)
+    hidden = torch.randn(batch, T, config.hidden_size, requires_grad=True)
+    labels = torch.randint(0, config.vocab_size, (batch, T))
+
+    def run():
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            return head_loss(model, hidden, labels, fused)
+
+    return saved_bytes(run, exclude=tuple(model.parameters()))
+
+
+def head_loss(model: LRNNForCausalLM, hidden: torch.Tensor, labels: torch.Tensor, fused: bool) -> torch.Tensor:
+    """The training step's loss from the last block's output: ``norm_f``, ``lm_head`` and the loss."""
+    hidden = model.model.norm_f(hidden)
+    if fused:
+        return linear_causal_lm_loss(hidden, model.lm_head.weight, labels)
+    logits = model.lm_head(hidden).float()
+    return model.loss_function(logits=logits, labels=labels, vocab_size=model.config.vocab_size)
+
+
+def _head_model(config: LRNNConfig) -> LRNNForCausalLM:
+    small = LRNNConfig(**{**config.to_diff_dict(), "num_hidden_layers": 1, "mixer": "deltanet"})
+    return LRNNForCausalLM(small).train()
+
+
+def model_bytes(config: LRNNConfig, T: int, batch: int = 1, dtype=torch.bfloat16) -> int:
+    """Saved bytes of a whole model's training forward and loss (the model's own loss)."""
+    model = LRNNForCausalLM(config).train()
+    ids = torch.randint(0, config.vocab_size, (batch, T))
+
+    def run():
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            return model(input_ids=ids, labels=ids, use_cache=False).loss
+
+    return saved_bytes(run, exclude=tuple(model.parameters()))
+
+
+def predicted_model_bytes(config: LRNNConfig, T: int, batch: int = 1, dtype=torch.bfloat16) -> dict:
+    """Saved bytes of a whole model predicted from one-block and head figures: per token
+    ``sum over layers of block + head and loss + 8`` (the embedding keeps the int64 token ids)."""
+    per_layer = {}
+    for i, mixer in enumerate(config.layer_mixers):
+        if mixer not in per_layer:
+            per_layer[mixer] = per_token(lambda n, i=i: block_bytes(config, i, n, batch, dtype), batch)
+    head = per_token(lambda n: head_bytes(config, n, batch, dtype), batch)
+    blocks = sum(per_layer[m] for m in config.layer_mixers)
+    return {"per_block": per_layer, "head": head, "per_token": blocks + head + 8, "total": (blocks + head + 8) * T}
+
+
+# ----------------------------------------------------------------------------------------------- shipped configs
+
+
+def shipped_configs() -> dict[str, dict]:
+    """``{name: {"model": LRNNConfig kwargs, "micro_batch": int, "seq_len": int}}`` of configs/train/*.yaml
+    (one of each ``_neg``/``_pos`` pair: they differ only in the eigenvalue range, measured separately)."""
+    out = {}
+    for path in sorted((ROOT / "configs" / "train").glob("*_neg.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        out[path.stem.removesuffix("_neg")] = {
+            "model": raw["model"],
+            "micro_batch": raw["train"]["micro_batch_size"],
+            "seq_len": raw["data"]["seq_len"],
+        }
+    return out
+
+
+def config_of(model: dict, eigval_range: str, path: str = "cpu", **extra) -> LRNNConfig:
+    """The config with ``eigval_range``; on the ``cuda`` path with the Triton backends, as ``auto`` picks on a GPU."""
+    backend = {"kernel_backend": "triton"} if path == "cuda" else {}
+    return LRNNConfig(**{**model, "eigval_range": eigval_range, **backend, **extra})
+
+
+def n_params(config: LRNNConfig) -> int:
+    with torch.device("meta"):
+        model = LRNNForCausalLM(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def measure_all(paths: tuple[str, ...] = ("cuda", "cpu"), peers: bool = True) -> dict:
+    """Every figure of the table: per-block bytes per token by config, range and path; head and loss; peers."""
+    torch.manual_seed(0)
+    results: dict = {"blocks": {}, "head": {}, "peers": {}, "configs": {}}
+    configs = shipped_configs()
+    for path in paths:
+        ctx = cuda_code_path if path == "cuda" else contextlib.nullcontext
+        with ctx():
+            for name, spec in configs.items():
+                for rng in ("[-1,1]", "[0,1]"):
+                    config = config_of(spec["model"], rng, path)
+                    for i, mixer in enumerate(config.layer_mixers):
+                        key = f"{name} {mixer} {rng} {path}"
+                        if key not in results["blocks"]:
+                            results["blocks"][key] = per_token(lambda n, c=config, i=i: block_bytes(c, i, n))
+            some = config_of(next(iter(configs.values()))["model"], "[-1,1]")
+            for fused in (False, True):
+                results["head"][f"{'chunked' if fused else 'logits'} {path}"] = per_token(
+                    lambda n, f=fused, c=some: head_bytes(c, n, fused=f)
+                )
+    if peers:
+        results["peers"] = measure_peers()
+    for name, spec in configs.items():
+        results["configs"][name] = predict_peak(name, spec, results)
+    return results
+
+
+def predict_peak(name: str, spec: dict, results: dict, path: str = "cuda") -> dict:
+    """Predicted peak GiB of a config at its micro-batch on one GPU (see the module docstring)."""
+    config = config_of(spec["model"], "[-1,1]")
+    tokens = spec["micro_batch"] * spec["seq_len"]
+    blocks = [results["blocks"].get(f"{name} {m} [-1,1] {path}") for m in config.layer_mixers]
+    if any(b is None for b in blocks):
+        return {}
+    out = {"tokens": tokens, "params": n_params(config)}
+    for head in ("logits", "chunked"):
+        head_b = results["head"].get(f"{head} {path}")
+        if head_b is None:
+            continue
+        saved = tokens * (sum(blocks) + head_b + 8)
+        static = 16 * out["params"]
+        working = tokens * max(blocks)
+        out[head] = {"saved_gib": saved / GIB, "peak_gib": (static + saved + working) / GIB}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- peers
+
+
+def measure_peers() -> dict:
+    """The peers' blocks measured the same way, where they run on CPU: transformers' Mamba and Mamba-2 (their
+    torch paths), at d 1024 as in the 370M configs."""
+    out = {}
+    try:
+        from transformers import Mamba2Config, MambaConfig
+        from transformers.models.mamba.modeling_mamba import MambaBlock
+        from transformers.models.mamba2.modeling_mamba2 import Mamba2Block
+    except ImportError as err:  # pragma: no cover - transformers is a requirement
+        return {"error": str(err)}
+    peers = {
+        "transformers Mamba (torch path)": (MambaBlock, MambaConfig(hidden_size=1024, state_size=16, expand=2)),
+        "transformers Mamba2 (torch path)": (
+            Mamba2Block,
+            Mamba2Config(hidden_size=1024, state_size=128, expand=2, head_dim=64, num_heads=32, n_groups=1),
+        ),
+    }
+    for label, (cls, cfg) in peers.items():
+        block = cls(cfg, layer_idx=0).train()
+
+        def measure(T, block=block):
+            hidden = torch.randn(1, T, 1024, requires_grad=True)
+
+            def run():
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return block(hidden)
+
+            return saved_bytes(run, exclude=tuple(block.parameters()))
+
+        out[label] = per_token(measure)
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------- main
+
+
+def print_table(results: dict) -> None:
+    print("Saved bytes per token per block (KB), bf16 autocast, B 1, per-token difference of T 128 and 256")
+    print(f"{'block':58s} {'KB/token':>9s}")
+    for key, value in results["blocks"].items():
+        print(f"{key:58s} {value / KB:9.1f}")
+    print(f"\n{'head + loss (vocab 32000, d 1024)':58s} {'KB/token':>9s}")
+    for key, value in results["head"].items():
+        print(f"{key:58s} {value / KB:9.1f}")
+    if results["peers"]:
+        print(f"\n{'peer block (d 1024)':58s} {'KB/token':>9s}")
+        for key, value in results["peers"].items():
+            print(f"{key:58s} {value / KB:9.1f}" if isinstance(value, float) else f"{key}: {value}")
+    print("\nPredicted peak of each shipped config at its micro-batch, one GPU, no sharding, CUDA path (GiB)")
+    print(
+        f"{'config':22s} {'tokens':>7s} {'params':>7s} {'saved (logits)':>15s} {'peak (logits)':>14s} "
+        f"{'saved (chunked)':>16s} {'peak (chunked)':>15s}"
+    )
+    for name, pred in results["configs"].items():
+        if not pred:
+            continue
+        lo, ch = pred.get("logits", {}), pred.get("chunked", {})
+        print(
+            f"{name:22s} {pred['tokens']:7d} {pred['params'] / 1e6:6.0f}M {lo.get('saved_gib', 0):15.1f} "
+            f"{lo.get('peak_gib', 0):14.1f} {ch.get('saved_gib', 0):16.1f} {ch.get('peak_gib', 0):15.1f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--path", choices=("cuda", "cpu", "both"), default="both")
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    paths = ("cuda", "cpu") if args.path == "both" else (args.path,)
+    results = measure_all(paths, peers=not args.no_peers)
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
