@@ -1,0 +1,104 @@
+"""benchmarks/memory.py measures the GPU code path on CPU with every Triton launch made a no-op. Its claim: the
+Triton backends then save exactly what they save with the kernels running. Checked here under the interpreter,
+op by op, with fla's kernels and ours: the saved bytes with real kernels equal those with no-op kernels."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytestmark = [
+    pytest.mark.triton_interpret,
+    pytest.mark.skipif(
+        os.environ.get("TRITON_INTERPRET") != "1",
+        reason="needs TRITON_INTERPRET=1 set before triton is imported",
+    ),
+    pytest.mark.usefixtures("triton_interpreter_shims"),
+]
+pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "memory.py"
+
+
+def _memory():
+    spec = importlib.util.spec_from_file_location("memory_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _leaf(*shape, dtype=torch.float16, scale=1.0, positive=False, unit=False):
+    t = torch.randn(*shape)
+    t = t.abs() + 0.1 if positive else t
+    t = F.normalize(t, dim=-1) if unit else t
+    return (t * scale).to(dtype).requires_grad_()
+
+
+def _ops():
+    from lrnn_lm.kernels import delta_product, delta_rule, gated_delta_rule, selective_scan, ssd
+
+    B, T, H, K = 1, 40, 2, 16
+    beta = lambda *s: (2 * torch.rand(*s)).half().requires_grad_()  # noqa: E731
+    alpha = lambda *s: (torch.rand(*s) * 0.5 + 0.5).requires_grad_()  # noqa: E731
+    return {
+        "delta_rule": lambda: delta_rule(
+            _leaf(B, T, H, K), _leaf(B, T, H, K, unit=True), _leaf(B, T, H, K), beta(B, T, H), backend="triton"
+        ),
+        "gated_delta_rule": lambda: gated_delta_rule(
+            _leaf(B, T, H, K),
+            _leaf(B, T, H, K, unit=True),
+            _leaf(B, T, H, 2 * K),
+            beta(B, T, H),
+            alpha(B, T, H),
+            backend="triton",
+        ),
+        "delta_product": lambda: delta_product(
+            _leaf(B, T, H, K),
+            _leaf(B, T, 2, H, K, unit=True),
+            _leaf(B, T, 2, H, K),
+            beta(B, T, 2, H),
+            alpha(B, T, H),
+            backend="triton",
+        ),
+        "selective_scan": lambda: selective_scan(
+            _leaf(B, T, 32, dtype=torch.float32),
+            _leaf(B, T, 32, dtype=torch.float32, positive=True, scale=0.1),
+            -torch.rand(32, 4) - 0.5,
+            _leaf(B, T, 4, dtype=torch.float32),
+            _leaf(B, T, 4, dtype=torch.float32),
+            torch.ones(32, requires_grad=True),
+            _leaf(B, T, 32, dtype=torch.float32),
+            negative_eigvals=True,
+            backend="triton",
+        ),
+        "ssd": lambda: ssd(
+            _leaf(B, T, H, K),
+            _leaf(B, T, H, dtype=torch.float32, positive=True, scale=0.1),
+            -torch.rand(H) - 0.5,
+            _leaf(B, T, 1, 16),
+            _leaf(B, T, 1, 16),
+            torch.ones(H, requires_grad=True),
+            negative_eigvals=True,
+            backend="triton",
+        ),
+    }
+
+
+@pytest.mark.parametrize("op", ["delta_rule", "gated_delta_rule", "delta_product", "selective_scan", "ssd"])
+def test_no_op_kernels_save_what_the_real_kernels_save(op):
+    memory = _memory()
+    run = _ops()[op]
+    torch.manual_seed(0)
+    real = memory.saved_bytes(run)
+    torch.manual_seed(0)
+    with memory.cuda_code_path():
+        stand_in = memory.saved_bytes(run)
+    assert real > 0
+    assert stand_in == real, (stand_in, real)
