@@ -10,9 +10,11 @@ Two code paths:
 - ``cpu``: what runs on CPU (the ``chunk`` backends, the channels-last conv).
 - ``cuda``: what runs on a GPU, on CPU. Every Triton launch (fla's kernels and ours) is made a no-op, so the
   host code of the Triton backends (their allocations, ``.contiguous()`` copies and ``save_for_backward`` calls)
-  runs exactly as on the GPU and only the kernels' values are missing (the forward's outputs are left
-  uninitialised). The short conv takes its non-CPU path too. tests/test_memory.py checks, under
-  ``TRITON_INTERPRET=1``, that each Triton backend saves the same bytes with real kernels as with no-op ones.
+  runs exactly as on the GPU and only the kernels' values are missing (the buffers they would write read as
+  zeros). The layers take their CUDA paths too: fla's fused norms, short conv, SwiGLU and linear cross
+  entropy (``lrnn_lm/layers/fused.py``), and the non-CPU short conv where fla's is not used (decode).
+  tests/kernels/test_triton_saved_bytes.py checks, under ``TRITON_INTERPRET=1``, that each Triton backend and
+  fused module saves the same bytes with real kernels as with no-op ones.
   Autocast is CPU autocast, whose op lists are close to, not identical with, CUDA's.
 
 Peak prediction for a config at its micro-batch (one GPU, no sharding):
@@ -79,18 +81,31 @@ def per_token(measure: Callable[[int], int], batch: int = 1) -> float:
     return (measure(LONG) - measure(SHORT)) / (batch * (LONG - SHORT))
 
 
+def _zero_filled(empty: Callable) -> Callable:
+    def zeros(*args, **kwargs):
+        return empty(*args, **kwargs).zero_()
+
+    return zeros
+
+
 @contextlib.contextmanager
 def cuda_code_path() -> Iterator[None]:
     """Run the GPU code path on CPU with no-op Triton kernels (see the module docstring)."""
     from triton.runtime import jit
 
     from lrnn_lm.kernels import backend
-    from lrnn_lm.layers import conv
+    from lrnn_lm.layers import conv, fused
 
     patches = [
         (jit.KernelInterface, "__getitem__", lambda self, grid: lambda *a, **k: None),
         (backend, "triton_usable", lambda device: True),
         (conv, "conv2d_channels_last", conv.shifted_multiply_add),
+        (fused, "use_fla", lambda x: fused.fla_available()),
+        # Buffers the skipped kernels would have written read as zeros, not as uninitialised memory, so the value
+        # checks of the ops downstream (finite inputs) pass; what is allocated and saved does not change.
+        (torch, "empty", _zero_filled(torch.empty)),
+        (torch, "empty_like", _zero_filled(torch.empty_like)),
+        (torch.Tensor, "new_empty", _zero_filled(torch.Tensor.new_empty)),
     ]
     try:
         from triton.runtime import interpreter

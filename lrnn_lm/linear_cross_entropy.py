@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .layers import fused
 from .tasks.base import IGNORE_INDEX
 
 CHUNK_TOKENS = 2048  # tokens per chunk: a [2048, vocab] fp32 block at a time (250 MB at vocab 32000)
@@ -50,7 +51,7 @@ def linear_cross_entropy(
         dtype = torch.get_autocast_dtype(device)
         hidden, weight = hidden.to(dtype), weight.to(dtype)
     if use_fla is None:
-        use_fla = hidden.is_cuda and _fla_available()
+        use_fla = fused.use_fla(hidden)
     with torch.autocast(device, enabled=False):
         if use_fla:
             from fla.modules.fused_linear_cross_entropy import fused_linear_cross_entropy_loss
@@ -59,14 +60,6 @@ def linear_cross_entropy(
                 hidden, target, weight, ignore_index=ignore_index, label_smoothing=label_smoothing
             ).float()
         return _ChunkedLinearCrossEntropy.apply(hidden, weight, target, label_smoothing, ignore_index, chunk_tokens)
-
-
-def _fla_available() -> bool:
-    try:
-        import fla.modules.fused_linear_cross_entropy  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):

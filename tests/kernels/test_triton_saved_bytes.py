@@ -102,3 +102,36 @@ def test_no_op_kernels_save_what_the_real_kernels_save(op):
         stand_in = memory.saved_bytes(run)
     assert real > 0
     assert stand_in == real, (stand_in, real)
+
+
+def _modules():
+    from lrnn_lm.layers.conv import ShortConv
+    from lrnn_lm.layers.mlp import SwiGLU
+    from lrnn_lm.layers.norm import RMSNorm
+    from lrnn_lm.linear_cross_entropy import linear_cross_entropy
+
+    x = lambda *s: torch.randn(*s, requires_grad=True)  # noqa: E731
+    norm, conv, mlp = RMSNorm(24), ShortConv(24, 4), SwiGLU(24, 40)
+    weight = torch.randn(50, 24, requires_grad=True)
+    return {
+        "rms_norm": lambda: norm(x(1, 40, 24)),
+        "rms_norm_gated": lambda: norm(x(1, 40, 24), x(1, 40, 24)),
+        "short_conv": lambda: conv(x(1, 40, 24)),
+        "swiglu": lambda: mlp(x(1, 40, 24)),
+        "linear_cross_entropy": lambda: linear_cross_entropy(x(40, 24), weight, torch.randint(0, 50, (40,))),
+    }
+
+
+@pytest.mark.parametrize("name", ["rms_norm", "rms_norm_gated", "short_conv", "swiglu", "linear_cross_entropy"])
+def test_no_op_kernels_save_what_the_real_fused_modules_save(name, monkeypatch):
+    from lrnn_lm.layers import fused
+
+    memory = _memory()
+    monkeypatch.setattr(fused, "use_fla", lambda x: True)
+    torch.manual_seed(0)
+    real = memory.saved_bytes(_modules()[name])
+    torch.manual_seed(0)
+    with memory.cuda_code_path():
+        stand_in = memory.saved_bytes(_modules()[name])
+    assert real > 0
+    assert stand_in == real, (stand_in, real)
