@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .naive import effective_dt
+
 # A block of steps holds [steps, batch, d_inner, N] fp32 working tensors, sized to stay in cache (about 8 MiB):
 # 64 steps at batch 4, d_inner 256, N 16; 8 steps at batch 128, d_inner 128, N 16. Tiling only: the
 # algorithm and its result do not depend on it.
@@ -114,10 +116,13 @@ def selective_scan_chunk(
     z: torch.Tensor | None = None,
     *,
     negative_eigvals: bool = False,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Same contract and shapes as :func:`selective_scan_naive`; computes in fp32."""
+    dt = effective_dt(dt, dt_bias, dt_softplus)
     y, h = _scan(x, dt, B, C, z, A=A, D=D, negative_eigvals=negative_eigvals, initial_state=initial_state)
     return y, (h if output_final_state else None)
 

@@ -53,6 +53,32 @@ def _gate(s, NEGATIVE_EIGVALS: tl.constexpr):
 
 
 @triton.jit
+def _softplus(v):
+    """torch's softplus: ``v`` above 20, else ``log(1 + exp(v))``, with ``log1p`` accurate for small ``exp(v)``."""
+    e = tl.exp(tl.minimum(v, 20.0))
+    u = 1.0 + e
+    # log1p(e) = log(u) * e / (u - 1) corrects the rounding of 1 + e (exact where u == 1: then log1p(e) = e).
+    lp = tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
+    return tl.where(v > 20.0, v, lp)
+
+
+@triton.jit
+def _step_size(raw, bias, mask, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constexpr):
+    """Effective ``dt`` (``softplus(raw + bias)``, each part if asked for) and ``d dt / d raw``; 0 where masked,
+    so rows past a sequence's end keep gate 1 and input 0."""
+    v = raw
+    if HAS_DT_BIAS:
+        v = v + bias
+    if DT_SOFTPLUS:
+        dt = _softplus(v)
+        ddt = tl.where(v > 20.0, 1.0, tl.sigmoid(v))
+    else:
+        dt = v
+        ddt = tl.full(v.shape, 1.0, tl.float32)
+    return tl.where(mask, dt, 0.0), tl.where(mask, ddt, 0.0)
+
+
+@triton.jit
 def _seq_bounds(CU, CHUNK_OFF, i_n, T, IS_VARLEN: tl.constexpr, CHUNK_T: tl.constexpr):
     """First row, length and first checkpoint index of sequence ``i_n`` in the flattened ``[rows, ...]`` layout."""
     if IS_VARLEN:
@@ -72,6 +98,7 @@ def _tile_states(
     DT,
     Bm,
     A_blk,
+    dtb_blk,
     h,
     bos,
     t0,
@@ -83,6 +110,8 @@ def _tile_states(
     DIM,
     NST,
     NEGATIVE_EIGVALS: tl.constexpr,
+    HAS_DT_BIAS: tl.constexpr,
+    DT_SOFTPLUS: tl.constexpr,
     BLOCK_T: tl.constexpr,
 ):
     """States ``h_t`` of the tile starting at relative step ``t0`` from the state ``h`` before it.
@@ -97,6 +126,7 @@ def _tile_states(
     m_td = m_t[:, None] & m_d[None, :]
     x = tl.load(X + rows[:, None] * DIM + o_d[None, :], mask=m_td, other=0.0).to(tl.float32)
     dt = tl.load(DT + rows[:, None] * DIM + o_d[None, :], mask=m_td, other=0.0).to(tl.float32)
+    dt, _ = _step_size(dt, dtb_blk[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS)
     b = tl.load(Bm + rows[:, None] * NST + o_n[None, :], mask=m_t[:, None] & m_n[None, :], other=0.0).to(tl.float32)
     a, _ = _gate(dt[:, :, None] * A_blk[None, :, :], NEGATIVE_EIGVALS)
     u = (dt * x)[:, :, None] * b[:, None, :]
@@ -115,6 +145,7 @@ def _last_row(v, BLOCK_T: tl.constexpr):
 def _selective_scan_fwd_kernel(
     X,
     DT,
+    DTB,
     A,
     Bm,
     Cm,
@@ -130,6 +161,8 @@ def _selective_scan_fwd_kernel(
     DIM,
     NST,
     NEGATIVE_EIGVALS: tl.constexpr,
+    HAS_DT_BIAS: tl.constexpr,
+    DT_SOFTPLUS: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_H0: tl.constexpr,
@@ -154,6 +187,10 @@ def _selective_scan_fwd_kernel(
     A_blk = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
     if HAS_D:
         d_blk = tl.load(Dv + o_d, mask=m_d, other=0.0).to(tl.float32)
+    if HAS_DT_BIAS:
+        dtb_blk = tl.load(DTB + o_d, mask=m_d, other=0.0).to(tl.float32)
+    else:
+        dtb_blk = tl.zeros([BLOCK_D], dtype=tl.float32)
     state_base = i_n.to(tl.int64) * DIM * NST
     if HAS_H0:
         h = tl.load(H0 + state_base + o_dn, mask=m_dn, other=0.0).to(tl.float32)
@@ -168,7 +205,25 @@ def _selective_scan_fwd_kernel(
                 tl.store(CKPT + (c0 + i // TILES_PER_CHUNK) * DIM * NST + o_dn, h, mask=m_dn)
         t0 = i * BLOCK_T
         hs, dt, x = _tile_states(
-            X, DT, Bm, A_blk, h, bos, t0, L, o_d, m_d, o_n, m_n, DIM, NST, NEGATIVE_EIGVALS, BLOCK_T
+            X,
+            DT,
+            Bm,
+            A_blk,
+            dtb_blk,
+            h,
+            bos,
+            t0,
+            L,
+            o_d,
+            m_d,
+            o_n,
+            m_n,
+            DIM,
+            NST,
+            NEGATIVE_EIGVALS,
+            HAS_DT_BIAS,
+            DT_SOFTPLUS,
+            BLOCK_T,
         )
         t = t0 + r
         m_t = t < L
@@ -191,6 +246,7 @@ def _selective_scan_fwd_kernel(
 def _selective_scan_bwd_kernel(
     X,
     DT,
+    DTB,
     A,
     Bm,
     Cm,
@@ -209,11 +265,14 @@ def _selective_scan_bwd_kernel(
     DC,
     DA_PART,
     DD_PART,
+    DDTB_PART,
     DH0,
     T,
     DIM,
     NST,
     NEGATIVE_EIGVALS: tl.constexpr,
+    HAS_DT_BIAS: tl.constexpr,
+    DT_SOFTPLUS: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_DHT: tl.constexpr,
@@ -237,6 +296,10 @@ def _selective_scan_bwd_kernel(
     A_blk = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
     if HAS_D:
         d_blk = tl.load(Dv + o_d, mask=m_d, other=0.0).to(tl.float32)
+    if HAS_DT_BIAS:
+        dtb_blk = tl.load(DTB + o_d, mask=m_d, other=0.0).to(tl.float32)
+    else:
+        dtb_blk = tl.zeros([BLOCK_D], dtype=tl.float32)
     state_base = i_n.to(tl.int64) * DIM * NST
     # This program's scratch rows hold the tile-start states of one chunk: [TILES_PER_CHUNK, BLOCK_D, BLOCK_N].
     o_blk = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + o_n[None, :]
@@ -249,6 +312,7 @@ def _selective_scan_bwd_kernel(
         dh = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dDTB_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
 
     r = tl.arange(0, BLOCK_T)
     first_row = r[:, None, None] == 0
@@ -266,6 +330,7 @@ def _selective_scan_bwd_kernel(
                 DT,
                 Bm,
                 A_blk,
+                dtb_blk,
                 h,
                 bos,
                 (first_tile + j - 1) * BLOCK_T,
@@ -277,6 +342,8 @@ def _selective_scan_bwd_kernel(
                 DIM,
                 NST,
                 NEGATIVE_EIGVALS,
+                HAS_DT_BIAS,
+                DT_SOFTPLUS,
                 BLOCK_T,
             )
             h = _last_row(hs, BLOCK_T)
@@ -300,6 +367,7 @@ def _selective_scan_bwd_kernel(
 
             x = tl.load(X + o_td, mask=m_td, other=0.0).to(tl.float32)
             dt = tl.load(DT + o_td, mask=m_td, other=0.0).to(tl.float32)
+            dt, d_raw = _step_size(dt, dtb_blk[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS)
             b = tl.load(Bm + o_tn, mask=m_tn, other=0.0).to(tl.float32)
             cm = tl.load(Cm + o_tn, mask=m_tn, other=0.0).to(tl.float32)
             dy = tl.load(DY + o_td, mask=m_td, other=0.0).to(tl.float32)
@@ -307,6 +375,8 @@ def _selective_scan_bwd_kernel(
             dt_p = tl.load(DT + o_td - DIM, mask=m_pd, other=0.0).to(tl.float32)
             b_p = tl.load(Bm + o_tn - NST, mask=m_p[:, None] & m_n[None, :], other=0.0).to(tl.float32)
             dt_x = tl.load(DT + o_td + DIM, mask=m_x[:, None] & m_d[None, :], other=0.0).to(tl.float32)
+            dt_p, _ = _step_size(dt_p, dtb_blk[None, :], m_pd, HAS_DT_BIAS, DT_SOFTPLUS)
+            dt_x, _ = _step_size(dt_x, dtb_blk[None, :], m_x[:, None] & m_d[None, :], HAS_DT_BIAS, DT_SOFTPLUS)
 
             a, da = _gate(dt[:, :, None] * A_blk[None, :, :], NEGATIVE_EIGVALS)
             a_p, _ = _gate(dt_p[:, :, None] * A_blk[None, :, :], NEGATIVE_EIGVALS)
@@ -345,6 +415,9 @@ def _selective_scan_bwd_kernel(
                 dx += dys * d_blk[None, :]
                 dD_acc += tl.sum(dys * x, axis=0)
             tl.store(DX + o_td, dx.to(DX.dtype.element_ty), mask=m_td)
+            ddt = ddt * d_raw  # through softplus and bias to the raw input; 0 on rows past the end
+            if HAS_DT_BIAS:
+                dDTB_acc += tl.sum(ddt, axis=0)
             tl.store(DDT + o_td, ddt.to(DDT.dtype.element_ty), mask=m_td)
             dA_acc += tl.sum(w * dt[:, :, None], axis=0)
             dh = tl.sum(tl.where(first_row, a * g, 0.0), axis=0)
@@ -354,6 +427,8 @@ def _selective_scan_bwd_kernel(
     tl.store(DA_PART + state_base + o_dn, dA_acc, mask=m_dn)
     if HAS_D:
         tl.store(DD_PART + i_n.to(tl.int64) * DIM + o_d, dD_acc, mask=m_d)
+    if HAS_DT_BIAS:
+        tl.store(DDTB_PART + i_n.to(tl.int64) * DIM + o_d, dDTB_acc, mask=m_d)
     if STORE_DH0:
         tl.store(DH0 + state_base + o_dn, dh, mask=m_dn)
 
@@ -395,7 +470,9 @@ def _chunk_offsets(cu_seqlens: torch.Tensor, total: int, chunk: int) -> tuple[to
 
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, z, h0, cu_seqlens, negative: bool, output_final_state: bool):
+    def forward(
+        ctx, x, dt, A, B, C, D, z, h0, dt_bias, cu_seqlens, negative: bool, dt_softplus: bool, output_final_state: bool
+    ):
         batch, T, d = x.shape
         N = A.shape[1]
         is_varlen = cu_seqlens is not None
@@ -408,8 +485,9 @@ class _SelectiveScanTriton(torch.autograd.Function):
         D = D.contiguous() if D is not None else None
         z = z.contiguous() if z is not None else None
         h0 = h0.contiguous() if h0 is not None else None
+        dt_bias = dt_bias.contiguous() if dt_bias is not None else None
 
-        store_ckpt = any(ctx.needs_input_grad[:8])
+        store_ckpt = any(ctx.needs_input_grad[:9])
         if is_varlen:
             chunk_off, n_ckpt = _chunk_offsets(cu_seqlens, T, CHUNK)
         else:
@@ -422,6 +500,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         _selective_scan_fwd_kernel[grid](
             x,
             dt,
+            dt_bias,
             A,
             B,
             C,
@@ -437,6 +516,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
             d,
             N,
             NEGATIVE_EIGVALS=negative,
+            HAS_DT_BIAS=dt_bias is not None,
+            DT_SOFTPLUS=dt_softplus,
             HAS_D=D is not None,
             HAS_Z=z is not None,
             HAS_H0=h0 is not None,
@@ -449,15 +530,15 @@ class _SelectiveScanTriton(torch.autograd.Function):
             TILES_PER_CHUNK=tiles_per_chunk,
             num_warps=cfg["num_warps"],
         )
-        ctx.save_for_backward(x, dt, A, B, C, D, z, h0, ckpt, cu_seqlens, chunk_off)
-        ctx.negative = negative
+        ctx.save_for_backward(x, dt, A, B, C, D, z, h0, dt_bias, ckpt, cu_seqlens, chunk_off)
+        ctx.negative, ctx.dt_softplus = negative, dt_softplus
         ctx.cfg = (block_t, cfg["BLOCK_D_BWD"], block_n, cfg["num_warps_bwd"])
         ctx.set_materialize_grads(False)
         return y, hT
 
     @staticmethod
     def backward(ctx, dy, dhT):
-        x, dt, A, B, C, D, z, h0, ckpt, cu_seqlens, chunk_off = ctx.saved_tensors
+        x, dt, A, B, C, D, z, h0, dt_bias, ckpt, cu_seqlens, chunk_off = ctx.saved_tensors
         block_t, block_d, block_n, num_warps = ctx.cfg
         batch, T, d = x.shape
         N = A.shape[1]
@@ -474,11 +555,13 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dC = torch.zeros(C.shape, dtype=torch.float32, device=x.device)
         dA_part = x.new_empty((n_seq, d, N), dtype=torch.float32)
         dD_part = x.new_empty((n_seq, d), dtype=torch.float32) if D is not None else None
+        dtb_part = x.new_empty((n_seq, d), dtype=torch.float32) if dt_bias is not None else None
         dh0 = x.new_empty((n_seq, d, N), dtype=torch.float32) if h0 is not None else None
         scratch = x.new_empty((n_seq, n_dblk, tiles_per_chunk, block_d, block_n), dtype=torch.float32)
         _selective_scan_bwd_kernel[(n_dblk, n_seq)](
             x,
             dt,
+            dt_bias,
             A,
             B,
             C,
@@ -497,11 +580,14 @@ class _SelectiveScanTriton(torch.autograd.Function):
             dC,
             dA_part,
             dD_part,
+            dtb_part,
             dh0,
             T,
             d,
             N,
             NEGATIVE_EIGVALS=ctx.negative,
+            HAS_DT_BIAS=dt_bias is not None,
+            DT_SOFTPLUS=ctx.dt_softplus,
             HAS_D=D is not None,
             HAS_Z=z is not None,
             HAS_DHT=dhT is not None,
@@ -524,6 +610,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
             dD,
             dz,
             dh0.to(h0.dtype) if h0 is not None else None,
+            dtb_part.sum(0).to(dt_bias.dtype) if dt_bias is not None else None,
+            None,
             None,
             None,
             None,
@@ -540,11 +628,16 @@ def selective_scan_triton(
     z: torch.Tensor | None = None,
     *,
     negative_eigvals: bool = False,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Fused Triton selective scan; same contract as :func:`selective_scan_naive`.
+
+    ``dt_bias`` (``[d_inner]``) and ``dt_softplus`` are applied inside the kernels (forward, and again in the
+    backward), so ``dt`` can be the raw projection in its own dtype.
 
     Shapes: ``x, dt, z: [batch, T, d_inner]``, ``A: [d_inner, N]``, ``B, C: [batch, T, N]``, ``D: [d_inner]``,
     ``initial_state`` and the returned state: ``[n_seq, d_inner, N]`` (``n_seq = batch``, or the number of packed
@@ -561,6 +654,18 @@ def selective_scan_triton(
         )
         return x.new_zeros((batch, 0, d)), (h if output_final_state else None)
     y, hT = _SelectiveScanTriton.apply(
-        x, dt, A, B, C, D, z, initial_state, cu_seqlens, bool(negative_eigvals), bool(output_final_state)
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D,
+        z,
+        initial_state,
+        dt_bias,
+        cu_seqlens,
+        bool(negative_eigvals),
+        bool(dt_softplus),
+        bool(output_final_state),
     )
     return y, hT

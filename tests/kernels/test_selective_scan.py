@@ -61,3 +61,45 @@ def test_half_precision_inputs_keep_fp32_state():
     inputs = scan_inputs(2, 33, 7, 5, dtype=torch.bfloat16)
     y, h = selective_scan(*[inputs[n] for n in POS], initial_state=inputs["initial_state"], output_final_state=True)
     assert y.dtype == torch.bfloat16 and h.dtype == torch.float32
+
+
+def _with_raw_dt(inputs, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batch, T, d = inputs["x"].shape
+    raw = torch.randn(batch, T, d, generator=g) * 2
+    raw[:, ::5, 0] = 25.0  # past softplus's threshold
+    raw[:, 2::5, 1] = -30.0  # softplus ~ 1e-13
+    inputs["dt"] = raw.requires_grad_()
+    inputs["dt_bias"] = (torch.randn(d, generator=g) - 1).requires_grad_()
+    return inputs
+
+
+def test_naive_dt_bias_and_softplus_are_torch_softplus():
+    """The specification itself: bias and softplus inside equal torch's softplus applied outside, gradients too."""
+    inputs = _with_raw_dt(scan_inputs(2, 9, 7, 5))
+
+    def outside(x, dt, *args, dt_bias, **kw):
+        return selective_scan(x, torch.nn.functional.softplus(dt + dt_bias), *args, **kw)
+
+    got = run(inputs, "naive", True, dt_softplus=True)
+    ref = outputs_and_grads(outside, inputs, POS, negative_eigvals=True, backend="naive")
+    compare(got, ref, 1e-7)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+@pytest.mark.parametrize("softplus", [False, True])
+def test_chunk_dt_bias_and_softplus(negative, softplus):
+    inputs = _with_raw_dt(scan_inputs(2, 40, 7, 5))
+    if not softplus:
+        with torch.no_grad():
+            inputs["dt"].copy_(inputs["dt"].abs().clamp(max=3.0))
+            inputs["dt_bias"].copy_(inputs["dt_bias"].abs())
+    got = run(inputs, "chunk", negative, dt_softplus=softplus)
+    assert "grad_dt_bias" in got
+    compare(got, run(inputs, "naive", negative, dt_softplus=softplus), TOL)
+
+
+def test_dt_bias_shape_is_checked():
+    inputs = _with_raw_dt(scan_inputs(1, 4, 7, 5))
+    with pytest.raises(ValueError, match="dt_bias must be"):
+        selective_scan(*[inputs[n] for n in POS], dt_bias=torch.zeros(6), backend="naive")

@@ -64,7 +64,7 @@ def _inputs(batch, T, d, N, *, dtype, seed=0, dt_bias=-1.0, A=None, dt=None, wit
     return {k: (v.requires_grad_() if v is not None else None) for k, v in out.items()}
 
 
-def _check(inputs, *, negative, cu_seqlens=None, tol=None):
+def _check(inputs, *, negative, cu_seqlens=None, tol=None, **kw):
     from lrnn_lm.kernels import selective_scan
     from lrnn_lm.kernels.selective_scan.triton import selective_scan_triton
 
@@ -79,6 +79,7 @@ def _check(inputs, *, negative, cu_seqlens=None, tol=None):
         "x",
         negative_eigvals=negative,
         cu_seqlens=cu_seqlens,
+        **kw,
     )
 
 
@@ -146,6 +147,55 @@ def test_several_channel_blocks(monkeypatch, negative, varlen):
         _check(inputs, negative=negative, cu_seqlens=cu)
     else:
         _check(_inputs(2, 100, 7, 3, dtype=torch.float32), negative=negative)
+
+
+def _raw_dt_inputs(batch, T, d, N, *, dtype, seed=0, n_seq=None, with_bias=True):
+    """Inputs where ``dt`` is the raw projection (any sign, in ``dtype``) and ``dt_bias`` an fp32 parameter.
+
+    A few raw values sit past softplus's threshold (25: softplus is the identity there) and far below 0 (-30:
+    softplus(v) = exp(v) ~ 1e-13, where ``log(1 + exp(v))`` in fp32 would round to 0).
+    """
+    inputs = _inputs(batch, T, d, N, dtype=dtype, seed=seed, n_seq=n_seq)
+    g = torch.Generator().manual_seed(seed + 100)
+    raw = torch.randn(batch, T, d, generator=g) * 2
+    raw[:, ::7, 0] = 25.0
+    raw[:, 3::7, 1] = -30.0
+    inputs["dt"] = raw.to(dtype).requires_grad_()
+    inputs["dt_bias"] = (torch.randn(d, generator=g) - 1).requires_grad_() if with_bias else None
+    return inputs
+
+
+@pytest.mark.parametrize("softplus", [False, True], ids=["bias", "softplus"])
+@pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_dt_bias_and_softplus(dtype, negative, softplus):
+    """Bias and softplus inside the kernel, gradients of the raw ``dt`` and of ``dt_bias`` included."""
+    inputs = _raw_dt_inputs(2, 40, 5, 4, dtype=dtype, seed=3)
+    if not softplus:  # without softplus the step must stay >= 0: keep raw + bias positive
+        with torch.no_grad():
+            inputs["dt"].copy_(inputs["dt"].abs().clamp(max=3.0))
+            inputs["dt_bias"].copy_(inputs["dt_bias"].abs())
+    _check(inputs, negative=negative, dt_softplus=softplus)
+
+
+def test_dt_softplus_without_bias():
+    inputs = _raw_dt_inputs(2, 20, 5, 4, dtype=torch.float32, with_bias=False)
+    _check(inputs, negative=True, dt_softplus=True)
+
+
+@pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
+def test_dt_softplus_cu_seqlens(monkeypatch, negative):
+    """Packed sequences with bias and softplus: rows past a sequence's end inside a tile must keep gate 1 although
+    softplus(0 + bias) is not 0. Several channel blocks, so dt_bias's gradient sums over programs too."""
+    from lrnn_lm.kernels.selective_scan import triton as scan_triton
+
+    def small_blocks(d, n, device):
+        return dict(BLOCK_T=16, BLOCK_N=_next_pow2(n), BLOCK_D=4, num_warps=4, BLOCK_D_BWD=2, num_warps_bwd=8)
+
+    monkeypatch.setattr(scan_triton, "_config", small_blocks)
+    cu = torch.tensor(CU_SEQLENS, dtype=torch.int32)
+    inputs = _raw_dt_inputs(1, CU_SEQLENS[-1], 7, 3, dtype=torch.float32, n_seq=len(CU_SEQLENS) - 1)
+    _check(inputs, negative=negative, cu_seqlens=cu, dt_softplus=True)
 
 
 def test_no_final_state_and_no_grad():
