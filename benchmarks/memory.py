@@ -101,6 +101,7 @@ def cuda_code_path() -> Iterator[None]:
         (backend, "triton_usable", lambda device: True),
         (conv, "conv2d_channels_last", conv.shifted_multiply_add),
         (fused, "use_fla", lambda x: fused.fla_available()),
+        (fused, "recompute_in_backward", lambda x: True),
         # Buffers the skipped kernels would have written read as zeros, not as uninitialised memory, so the value
         # checks of the ops downstream (finite inputs) pass; what is allocated and saved does not change.
         (torch, "empty", _zero_filled(torch.empty)),

@@ -77,3 +77,27 @@ def test_block_checkpointing_gives_the_same_gradients_and_saves_at_least_4x_less
         f"{mixer}: saved {saved_plain} plain, {saved_ckpt} with blocks checkpointing ({saved_plain / saved_ckpt:.1f}x)"
     )
     assert saved_plain >= 4 * saved_ckpt, (saved_plain, saved_ckpt)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_mamba_recompute_gives_the_same_gradients_and_keeps_less(memory, monkeypatch, packed):
+    """The GPU path of the Mamba mixer recomputes the conv, dt, B, C and the scan's forward in the backward
+    (lrnn_lm/layers/fused.py: recompute_in_backward); switched on here on CPU."""
+    from lrnn_lm.layers import fused
+
+    torch.manual_seed(0)
+    model = LRNNForCausalLM(_config("mamba")).train()
+    ids = torch.randint(0, 256, (1, 48) if packed else (2, 24))
+    cu = torch.tensor([0, 17, 30, 48]) if packed else None
+    results = {}
+    for recompute in (False, True):
+        monkeypatch.setattr(fused, "recompute_in_backward", lambda x, r=recompute: r)
+
+        def loss():
+            return model(input_ids=ids, labels=ids, cu_seqlens=cu, use_cache=False, loss_without_logits=True).loss
+
+        saved = memory.saved_bytes(loss, exclude=tuple(model.parameters()))
+        results[recompute] = saved, torch.autograd.grad(loss(), list(model.parameters()))
+    for (name, _), a, b in zip(model.named_parameters(), results[True][1], results[False][1], strict=True):
+        assert_close(a, b, 1e-6, name)
+    assert results[True][0] < 0.7 * results[False][0], (results[True][0], results[False][0])

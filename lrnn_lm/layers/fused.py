@@ -17,6 +17,12 @@ def use_fla(x: torch.Tensor) -> bool:
     return x.is_cuda and fla_available()
 
 
+def recompute_in_backward(x: torch.Tensor) -> bool:
+    """True where a layer recomputes parts of its forward in the backward instead of keeping them (GPU memory):
+    on CUDA. On CPU memory is rarely the limit and the extra forward would cost time."""
+    return x.is_cuda
+
+
 @functools.cache
 def fla_available() -> bool:
     try:
