@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from torch.utils.checkpoint import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -124,9 +126,15 @@ def cuda_code_path() -> Iterator[None]:
             setattr(obj, name, value)
 
 
-def block_bytes(config: LRNNConfig, layer: int, T: int, batch: int = 1, dtype=torch.bfloat16) -> int:
-    """Saved bytes of one training forward of block ``layer`` on a ``[batch, T, d]`` fp32 residual stream."""
+def block_bytes(
+    config: LRNNConfig, layer: int, T: int, batch: int = 1, dtype=torch.bfloat16, checkpointing: bool = False
+) -> int:
+    """Saved bytes of one training forward of block ``layer`` on a ``[batch, T, d]`` fp32 residual stream (with
+    ``checkpointing``: as under ``train.activation_checkpointing: blocks``)."""
     block = LRNNBlock(config, layer).train()
+    if checkpointing:  # what PreTrainedModel.activation_checkpointing_enable sets on every such layer
+        block.gradient_checkpointing = True
+        block._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
     for module in block.modules():  # the model's own init of mixer parameters (A_log, D, dt bias, ...)
         if isinstance(module, Mixer):
             module.init_weights()
@@ -220,10 +228,18 @@ def n_params(config: LRNNConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# The issue's per-block bars are at d 1024; the shipped Gated DeltaNet and DeltaProduct configs are 1.3B (d 2048).
+# Their shape scaled to d 1024: heads x head_dim = 0.75 d (3 heads of 256, values 2x wider), MLP 2.75 d.
+D1024 = {
+    "gated_deltanet_1.3b": {"hidden_size": 1024, "num_heads": 3, "intermediate_size": 2816},
+    "deltaproduct_1.3b": {"hidden_size": 1024, "num_heads": 3, "intermediate_size": 2816},
+}
+
+
 def measure_all(paths: tuple[str, ...] = ("cuda", "cpu"), peers: bool = True) -> dict:
     """Every figure of the table: per-block bytes per token by config, range and path; head and loss; peers."""
     torch.manual_seed(0)
-    results: dict = {"blocks": {}, "head": {}, "peers": {}, "configs": {}}
+    results: dict = {"blocks": {}, "blocks checkpointed": {}, "head": {}, "peers": {}, "configs": {}}
     configs = shipped_configs()
     for path in paths:
         ctx = cuda_code_path if path == "cuda" else contextlib.nullcontext
@@ -235,6 +251,13 @@ def measure_all(paths: tuple[str, ...] = ("cuda", "cpu"), peers: bool = True) ->
                         key = f"{name} {mixer} {rng} {path}"
                         if key not in results["blocks"]:
                             results["blocks"][key] = per_token(lambda n, c=config, i=i: block_bytes(c, i, n))
+                            results["blocks checkpointed"][key] = per_token(
+                                lambda n, c=config, i=i: block_bytes(c, i, n, checkpointing=True)
+                            )
+                    if name in D1024:
+                        small = config_of({**spec["model"], **D1024[name]}, rng, path)
+                        key = f"{name} at d 1024 {small.layer_mixers[0]} {rng} {path}"
+                        results["blocks"][key] = per_token(lambda n, c=small: block_bytes(c, 0, n))
             some = config_of(next(iter(configs.values()))["model"], "[-1,1]")
             for fused in (False, True):
                 results["head"][f"{'chunked' if fused else 'logits'} {path}"] = per_token(
@@ -263,6 +286,16 @@ def predict_peak(name: str, spec: dict, results: dict, path: str = "cuda") -> di
         static = 16 * out["params"]
         working = tokens * max(blocks)
         out[head] = {"saved_gib": saved / GIB, "peak_gib": (static + saved + working) / GIB}
+    ckpt = [results["blocks checkpointed"].get(f"{name} {m} [-1,1] {path}") for m in config.layer_mixers]
+    if "chunked" in out and all(c is not None for c in ckpt):
+        saved = tokens * (sum(ckpt) + results["head"][f"chunked {path}"] + 8)
+        # the backward recomputes one block at a time: its full saved set is live on top
+        peak = 16 * out["params"] + saved + 2 * tokens * max(blocks)
+        out["chunked + blocks checkpointing"] = {
+            "saved_gib": saved / GIB,
+            "peak_gib": peak / GIB,
+            "blocks_saved_ratio": sum(blocks) / sum(ckpt),
+        }
     return out
 
 
@@ -270,9 +303,14 @@ def predict_peak(name: str, spec: dict, results: dict, path: str = "cuda") -> di
 
 
 def measure_peers() -> dict:
-    """The peers' blocks measured the same way, where they run on CPU: transformers' Mamba and Mamba-2 (their
-    torch paths), at d 1024 as in the 370M configs."""
+    """The peers' blocks measured the same way, at d 1024: transformers' Mamba and Mamba-2 (their torch paths, as
+    on CPU; on a GPU transformers runs mamba_ssm's kernels when installed), and fla's DeltaNet and Gated DeltaNet
+    blocks through the GPU path (fla's own host code, no-op Triton launches, as ours)."""
     out = {}
+    try:
+        out.update(_fla_peers())
+    except ImportError as err:  # pragma: no cover - fla is a requirement
+        out["fla"] = str(err)
     try:
         from transformers import Mamba2Config, MambaConfig
         from transformers.models.mamba.modeling_mamba import MambaBlock
@@ -302,6 +340,41 @@ def measure_peers() -> dict:
     return out
 
 
+def _fla_peers() -> dict:
+    from fla.models import DeltaNetConfig, GatedDeltaNetConfig
+    from fla.models.delta_net.modeling_delta_net import DeltaNetBlock
+    from fla.models.gated_deltanet.modeling_gated_deltanet import GatedDeltaNetBlock
+
+    peers = {
+        "fla DeltaNet (allow_neg_eigval, GPU path)": (
+            DeltaNetBlock,
+            DeltaNetConfig(hidden_size=1024, num_heads=8, intermediate_size=2816, allow_neg_eigval=True),
+        ),
+        "fla GatedDeltaNet at d 1024 (allow_neg_eigval, GPU path)": (
+            GatedDeltaNetBlock,
+            GatedDeltaNetConfig(
+                hidden_size=1024, num_heads=3, head_dim=256, expand_v=2, intermediate_size=2816, allow_neg_eigval=True
+            ),
+        ),
+    }
+    out = {}
+    with cuda_code_path():
+        for label, (cls, cfg) in peers.items():
+            block = cls(cfg, 0).train()
+
+            def measure(T, block=block):
+                hidden = torch.randn(1, T, 1024, requires_grad=True)
+
+                def run():
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        return block(hidden)[0]
+
+                return saved_bytes(run, exclude=tuple(block.parameters()))
+
+            out[label] = per_token(measure)
+    return out
+
+
 # -------------------------------------------------------------------------------------------------------- main
 
 
@@ -309,6 +382,9 @@ def print_table(results: dict) -> None:
     print("Saved bytes per token per block (KB), bf16 autocast, B 1, per-token difference of T 128 and 256")
     print(f"{'block':58s} {'KB/token':>9s}")
     for key, value in results["blocks"].items():
+        print(f"{key:58s} {value / KB:9.1f}")
+    print(f"\n{'block, with blocks checkpointing':58s} {'KB/token':>9s}")
+    for key, value in results["blocks checkpointed"].items():
         print(f"{key:58s} {value / KB:9.1f}")
     print(f"\n{'head + loss (vocab 32000, d 1024)':58s} {'KB/token':>9s}")
     for key, value in results["head"].items():
@@ -319,16 +395,20 @@ def print_table(results: dict) -> None:
             print(f"{key:58s} {value / KB:9.1f}" if isinstance(value, float) else f"{key}: {value}")
     print("\nPredicted peak of each shipped config at its micro-batch, one GPU, no sharding, CUDA path (GiB)")
     print(
-        f"{'config':22s} {'tokens':>7s} {'params':>7s} {'saved (logits)':>15s} {'peak (logits)':>14s} "
-        f"{'saved (chunked)':>16s} {'peak (chunked)':>15s}"
+        f"{'config':22s} {'tokens':>7s} {'params':>7s} {'saved/peak logits':>18s} {'saved/peak chunked':>19s} "
+        f"{'saved/peak chunked+blocks ckpt':>31s} {'blocks saved ratio':>19s}"
     )
     for name, pred in results["configs"].items():
         if not pred:
             continue
-        lo, ch = pred.get("logits", {}), pred.get("chunked", {})
+        cols = []
+        for head in ("logits", "chunked", "chunked + blocks checkpointing"):
+            v = pred.get(head, {})
+            cols.append(f"{v.get('saved_gib', 0):.1f} / {v.get('peak_gib', 0):.1f}")
+        ratio = pred.get("chunked + blocks checkpointing", {}).get("blocks_saved_ratio", 0)
         print(
-            f"{name:22s} {pred['tokens']:7d} {pred['params'] / 1e6:6.0f}M {lo.get('saved_gib', 0):15.1f} "
-            f"{lo.get('peak_gib', 0):14.1f} {ch.get('saved_gib', 0):16.1f} {ch.get('peak_gib', 0):15.1f}"
+            f"{name:22s} {pred['tokens']:7d} {pred['params'] / 1e6:6.0f}M {cols[0]:>18s} {cols[1]:>19s} "
+            f"{cols[2]:>31s} {ratio:18.1f}x"
         )
 
 

@@ -139,7 +139,6 @@ class MambaMixer(Mixer):
         x, z = self._in_proj(hidden)
         if mask is not None:
             x = x * mask
-        self.write_conv_input(cache, x, self.conv)
         args = (x, z, mask, conv_history, state, cache is not None, cu_seqlens)
         if cache is None and torch.is_grad_enabled() and fused.recompute_in_backward(x):
             # Keep only the conv's input and z for the backward; the conv, its silu, dt, B, C and the scan's
@@ -148,6 +147,8 @@ class MambaMixer(Mixer):
             final = None
         else:
             y, final = self._conv_scan(*args)
+        # After the conv: the cache updates its window in place, and the conv read the old one.
+        self.write_conv_input(cache, x, self.conv)
         self.write_state(cache, final)
         return self.out_proj(y.to(hidden.dtype))
 

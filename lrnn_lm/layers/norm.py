@@ -51,6 +51,13 @@ class GatedGroupRMSNorm(nn.Module):
         tag_no_weight_decay(self.weight)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """On CUDA, fla's fused gated norm (mamba_ssm's ``rmsnorm_fn``): it keeps ``x``, the gate and a per-row
+        ``rstd`` for the backward instead of five fp32 intermediates."""
+        if fused.use_fla(x):
+            from fla.modules.norm.layernorm_gated import rmsnorm_fn
+
+            group = x.shape[-1] // self.groups
+            return rmsnorm_fn(x, self.weight, None, gate, eps=self.eps, group_size=group, norm_before_gate=False)
         y = x.float() * F.silu(gate.float())
         if self.groups == 1:  # torch's fused kernel takes the weight only when it spans the normalized channels
             return F.rms_norm(y, (y.shape[-1],), self.weight.float(), self.eps).to(x.dtype)

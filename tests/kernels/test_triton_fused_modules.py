@@ -84,3 +84,17 @@ def test_swiglu(monkeypatch):
     x = torch.randn(2, 9, 16, requires_grad=True)
     results = _both_paths(mlp, [x], monkeypatch)
     _check(results, ["x", "gate_proj", "up_proj", "down_proj"])
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_gated_group_rms_norm(groups, monkeypatch):
+    from lrnn_lm.layers.norm import GatedGroupRMSNorm
+
+    torch.manual_seed(0)
+    norm = GatedGroupRMSNorm(32, groups=groups, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 7, 32, requires_grad=True)
+    gate = torch.randn(2, 7, 32, requires_grad=True)
+    results = _both_paths(norm, [x, gate], monkeypatch)
+    _check(results, ["x", "gate", "weight"])

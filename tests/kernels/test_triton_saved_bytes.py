@@ -107,7 +107,7 @@ def test_no_op_kernels_save_what_the_real_kernels_save(op):
 def _modules():
     from lrnn_lm.layers.conv import ShortConv
     from lrnn_lm.layers.mlp import SwiGLU
-    from lrnn_lm.layers.norm import RMSNorm
+    from lrnn_lm.layers.norm import GatedGroupRMSNorm, RMSNorm
     from lrnn_lm.linear_cross_entropy import linear_cross_entropy
 
     x = lambda *s: torch.randn(*s, requires_grad=True)  # noqa: E731
@@ -116,13 +116,17 @@ def _modules():
     return {
         "rms_norm": lambda: norm(x(1, 40, 24)),
         "rms_norm_gated": lambda: norm(x(1, 40, 24), x(1, 40, 24)),
+        "gated_group_rms_norm": lambda: GatedGroupRMSNorm(24, groups=2)(x(1, 40, 24), x(1, 40, 24)),
         "short_conv": lambda: conv(x(1, 40, 24)),
         "swiglu": lambda: mlp(x(1, 40, 24)),
         "linear_cross_entropy": lambda: linear_cross_entropy(x(40, 24), weight, torch.randint(0, 50, (40,))),
     }
 
 
-@pytest.mark.parametrize("name", ["rms_norm", "rms_norm_gated", "short_conv", "swiglu", "linear_cross_entropy"])
+NAMES = ["rms_norm", "rms_norm_gated", "gated_group_rms_norm", "short_conv", "swiglu", "linear_cross_entropy"]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_no_op_kernels_save_what_the_real_fused_modules_save(name, monkeypatch):
     from lrnn_lm.layers import fused
 
