@@ -51,7 +51,12 @@ def build_model(cfg: RunConfig, vocab_size: int, special: dict) -> LRNNForCausal
         config = LRNNConfig(**{"vocab_size": vocab_size, **special, **cfg.model})
     if config.vocab_size < vocab_size:
         raise ValueError(f"model.vocab_size={config.vocab_size} is smaller than the vocabulary ({vocab_size})")
-    return LRNNForCausalLM(config)
+    model = LRNNForCausalLM(config)
+    if cfg.train.activation_checkpointing == "blocks":
+        # Non-reentrant: works with inputs that need no gradient and with FSDP; each LRNNBlock is a
+        # GradientCheckpointingLayer, so every block's forward is recomputed in the backward.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def batch_plan(cfg: RunConfig, world: int, row_len: int) -> int:
@@ -151,7 +156,11 @@ def main(argv: list[str] | None = None) -> dict:
             step_tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.no_sync(model) if micro < accum - 1 else nullcontext():
-                if cfg.train.label_smoothing:  # the model's loss has no smoothing; score its logits here
+                if cfg.train.loss_head == "chunked":  # no [tokens, vocab] logits kept for the backward
+                    loss = model(
+                        **batch, use_cache=False, loss_without_logits=True, label_smoothing=cfg.train.label_smoothing
+                    ).loss
+                elif cfg.train.label_smoothing:  # the model's plain loss has no smoothing; score its logits here
                     labels = batch.pop("labels")
                     loss = causal_lm_loss(model(**batch, use_cache=False).logits, labels, cfg.train.label_smoothing)
                 else:

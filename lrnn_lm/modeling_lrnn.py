@@ -17,6 +17,7 @@ from .configuration_lrnn import LRNNConfig
 from .layers import Mixer, get_mixer
 from .layers.mlp import SwiGLU
 from .layers.norm import RMSNorm
+from .linear_cross_entropy import linear_causal_lm_loss
 from .param_tags import tag_biases, tag_no_weight_decay, tagged_names
 from .remote_code import AUTO_MAP, write_remote_code
 
@@ -202,9 +203,20 @@ class LRNNForCausalLM(LRNNPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         cu_seqlens: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        loss_without_logits: bool = False,
+        label_smoothing: float = 0.0,
         **kwargs,
     ) -> LRNNCausalLMOutput | tuple:
-        """Causal LM forward. ``labels`` are shifted inside (pass ``labels = input_ids``); ``-100`` is ignored."""
+        """Causal LM forward. ``labels`` are shifted inside (pass ``labels = input_ids``); ``-100`` is ignored.
+
+        ``loss_without_logits`` (training): with ``labels``, the loss comes from the head's chunked linear cross
+        entropy (:mod:`lrnn_lm.linear_cross_entropy`), which never keeps the ``[tokens, vocab]`` logits, and
+        ``logits`` is None. ``label_smoothing`` applies to that loss only (the model's plain loss has none).
+        """
+        if label_smoothing and not loss_without_logits:
+            raise ValueError("label_smoothing needs loss_without_logits=True (the plain loss has no smoothing)")
+        if loss_without_logits and (labels is None or logits_to_keep != 0):
+            raise ValueError("loss_without_logits needs labels and logits_to_keep=0")
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -215,6 +227,10 @@ class LRNNForCausalLM(LRNNPreTrainedModel, GenerationMixin):
             cu_seqlens=cu_seqlens,
             position_ids=position_ids,
         )
+        if loss_without_logits:
+            loss = linear_causal_lm_loss(out.last_hidden_state, self.lm_head.weight, labels, label_smoothing)
+            result = LRNNCausalLMOutput(loss=loss, cache=out.cache, hidden_states=out.hidden_states)
+            return result if return_dict is not False else result.to_tuple()
         hidden = slice_logits_to_keep(out.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden).float()
         loss = None

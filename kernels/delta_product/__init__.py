@@ -18,6 +18,7 @@ def delta_product(
     alpha: torch.Tensor | None = None,
     *,
     scale: float | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
@@ -32,6 +33,8 @@ def delta_product(
         beta: ``[batch, T, n_h, H]``, in [0, 2].
         alpha: ``[batch, T, H]`` in [-1, 1], or None (no gate).
         scale: output scale, default ``K ** -0.5``.
+        use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` inside the op (``x / sqrt(sum x^2 + 1e-6)``, fla's
+            definition), so the caller need not keep normalised copies for the backward.
         initial_state: ``[batch, H, K, V]`` (``[num_seqs, H, K, V]`` with ``cu_seqlens``).
         output_final_state: also return the last state, fp32.
         cu_seqlens: ``[num_seqs + 1]`` int offsets of packed sequences, in tokens; requires ``batch == 1``.
@@ -80,7 +83,7 @@ def delta_product(
         op,
         backend,
         sequence={"q": q, "k": k, "v": v, "beta": beta, "alpha": alpha},
-        static={"scale": scale},
+        static={"scale": scale, "use_qk_l2norm_in_kernel": use_qk_l2norm_in_kernel},
         initial_state=initial_state,
         output_final_state=output_final_state,
         cu_seqlens=cu_seqlens,

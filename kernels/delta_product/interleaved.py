@@ -34,6 +34,7 @@ def _interleaved(
     *,
     backend: str,
     scale: float | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
@@ -44,7 +45,14 @@ def _interleaved(
     k_s, v_s, beta_s = (t.reshape(batch, T * n_h, *t.shape[3:]) for t in (k, v, beta))
     # q only on each token's last sub-step; the outputs of the other sub-steps are zero and dropped.
     q_s = torch.cat([q.new_zeros(batch, T, n_h - 1, H, K), q[:, :, None]], dim=2).reshape(batch, T * n_h, H, K)
-    kw = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state, backend=backend)
+    # The zero q rows of the filler sub-steps stay zero under the op's l2norm (0 * rsqrt(0 + eps)).
+    kw = dict(
+        scale=scale,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        backend=backend,
+    )
     if cu_seqlens is not None:
         kw["cu_seqlens"] = cu_seqlens * n_h
     if alpha is None:

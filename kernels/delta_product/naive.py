@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..l2norm import maybe_l2norm
+
 
 def delta_product_naive(
     q: torch.Tensor,
@@ -13,6 +15,7 @@ def delta_product_naive(
     alpha: torch.Tensor | None = None,
     *,
     scale: float | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -27,6 +30,7 @@ def delta_product_naive(
     batch, T, n_h, H, K = k.shape
     V = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
+    q, k = maybe_l2norm(q, k, use_qk_l2norm_in_kernel)
     qf, kf, vf, bf = q.float(), k.float(), v.float(), beta.float()
     af = None if alpha is None else alpha.float()
     S = qf.new_zeros(batch, H, K, V) if initial_state is None else initial_state.float()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..gated_delta_rule.chunk import DEFAULT_CHUNK_SIZE, wy_chunked
+from ..l2norm import maybe_l2norm
 
 
 def delta_rule_chunk(
@@ -26,10 +27,12 @@ def delta_rule_chunk(
     beta: torch.Tensor,
     *,
     scale: float | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Same contract and shapes as :func:`delta_rule_naive`; computes in fp32."""
+    q, k = maybe_l2norm(q, k, use_qk_l2norm_in_kernel)
     o, S = wy_chunked(q, k, v, beta, None, scale=scale, initial_state=initial_state, chunk_size=chunk_size)
     return o, (S if output_final_state else None)

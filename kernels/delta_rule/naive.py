@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..l2norm import maybe_l2norm
+
 
 def delta_rule_naive(
     q: torch.Tensor,
@@ -12,6 +14,7 @@ def delta_rule_naive(
     beta: torch.Tensor,
     *,
     scale: float | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -22,6 +25,7 @@ def delta_rule_naive(
     Returns ``(o [batch, T, H, V] in v.dtype, final_state or None)``.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    q, k = maybe_l2norm(q, k, use_qk_l2norm_in_kernel)
     o, S = _recurrence(q, k, v, beta, scale=scale, initial_state=initial_state)
     return o, (S if output_final_state else None)
 

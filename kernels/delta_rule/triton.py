@@ -7,7 +7,8 @@ Our API and fla's agree on layout and conventions, which this module only checks
 - ``scale`` defaults to ``K ** -0.5`` in both; we pass it explicitly;
 - states ``[N, H, K, V]`` (K before V), fp32 final state; ``N`` = batch, or the number of packed sequences;
 - ``cu_seqlens``: ``[N + 1]`` offsets with ``B == 1`` (passed as int64);
-- ``use_qk_l2norm_in_kernel=False``: our callers L2-normalise ``k`` themselves.
+- ``use_qk_l2norm_in_kernel`` is passed on: fla's kernel normalises q and k and keeps only the normalised
+  half-precision tensors and a per-row ``rstd`` for the backward.
 
 Which fla op runs:
 
@@ -37,6 +38,7 @@ def delta_rule_triton(
     beta: torch.Tensor,
     *,
     scale: float | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
@@ -56,7 +58,7 @@ def delta_rule_triton(
     scale = K**-0.5 if scale is None else float(scale)
     n_seq = batch if cu_seqlens is None else cu_seqlens.numel() - 1
     h0 = initial_state.float() if initial_state is not None else None
-    if T == 0:
+    if T == 0:  # nothing to normalise: no token reads q or k
         state = h0 if h0 is not None else q.new_zeros((n_seq, H, K, V), dtype=torch.float32)
         return v.new_zeros((batch, 0, H, V)), (state if output_final_state else None)
 
@@ -77,7 +79,7 @@ def delta_rule_triton(
         scale=scale,
         initial_state=h0,
         output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=False,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
         cu_seqlens=cu,
     )
     return o.to(out_dtype), (state if output_final_state else None)

@@ -17,6 +17,7 @@ def gated_delta_rule(
     alpha: torch.Tensor,
     *,
     scale: float | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
@@ -25,12 +26,14 @@ def gated_delta_rule(
     """Gated delta rule with ``beta`` in [0, 2] and a scalar gate ``alpha`` in [-1, 1] (linear, not log, space).
 
     Args:
-        q, k: ``[batch, T, H, K]``; ``k`` L2-normalised by the caller.
+        q, k: ``[batch, T, H, K]``; ``k`` L2-normalised (by the caller, or here with ``use_qk_l2norm_in_kernel``).
         v: ``[batch, T, H, V]``.
         beta: ``[batch, T, H]``, in [0, 2].
         alpha: ``[batch, T, H]``, in [-1, 1]: [0, 1] is Gated DeltaNet's usual range, negative values give
             the transition negative eigenvalues (``alpha`` on the complement of ``k``).
         scale: output scale, default ``K ** -0.5``.
+        use_qk_l2norm_in_kernel: L2-normalise ``q`` and ``k`` inside the op (``x / sqrt(sum x^2 + 1e-6)``, fla's
+            definition), so the caller need not keep normalised copies for the backward.
         initial_state: ``[batch, H, K, V]`` (``[num_seqs, H, K, V]`` with ``cu_seqlens``).
         output_final_state: also return the last state, fp32.
         cu_seqlens: ``[num_seqs + 1]`` int offsets of packed sequences; requires ``batch == 1``.
@@ -68,7 +71,7 @@ def gated_delta_rule(
         op,
         backend,
         sequence={"q": q, "k": k, "v": v, "beta": beta, "alpha": alpha},
-        static={"scale": scale},
+        static={"scale": scale, "use_qk_l2norm_in_kernel": use_qk_l2norm_in_kernel},
         initial_state=initial_state,
         output_final_state=output_final_state,
         cu_seqlens=cu_seqlens,

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..l2norm import maybe_l2norm
+
 DEFAULT_CHUNK_SIZE = 64
 
 
@@ -34,11 +36,13 @@ def gated_delta_rule_chunk(
     alpha: torch.Tensor,
     *,
     scale: float | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Same contract and shapes as :func:`gated_delta_rule_naive`; computes in fp32."""
+    q, k = maybe_l2norm(q, k, use_qk_l2norm_in_kernel)
     o, S = wy_chunked(q, k, v, beta, alpha, scale=scale, initial_state=initial_state, chunk_size=chunk_size)
     return o, (S if output_final_state else None)
 

@@ -29,7 +29,7 @@ path on a GPU is unmeasured (``benchmarks/gpu_timing.py`` times signed against u
 
 Layout and conventions as in ``lrnn_lm.kernels.delta_rule.triton``: batch-first ``[B, T, H, D]``, states
 ``[N, H, K, V]`` fp32, ``cu_seqlens`` ``[N + 1]`` with ``B == 1`` (int64 for fla), ``scale`` passed explicitly,
-``use_qk_l2norm_in_kernel=False``.
+``use_qk_l2norm_in_kernel`` passed on (when the exact gate gradient runs, q and k are normalised here first).
 
 Which fla op runs:
 
@@ -49,6 +49,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..l2norm import maybe_l2norm
+
 ALPHA_FLOOR = 1e-10
 EXACT_BELOW = 0.1  # fla's dL/dlog|alpha| / alpha is within 4e-7 / 0.1 = 4e-6 relative above this
 
@@ -61,6 +63,7 @@ def gated_delta_rule_triton(
     alpha: torch.Tensor,
     *,
     scale: float | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
@@ -99,6 +102,11 @@ def gated_delta_rule_triton(
     magnitude = (alpha.detach() if exact else alpha) * sign  # |alpha|; d|alpha|/dalpha = sign
     g = magnitude.float().clamp_min(ALPHA_FLOOR).log()
 
+    in_kernel = use_qk_l2norm_in_kernel
+    if exact and use_qk_l2norm_in_kernel:
+        # The exact gate gradient reads q and k: give it (and fla) the normalised ones.
+        q, k = (t.to(dtype) for t in maybe_l2norm(q, k, True))
+        in_kernel = False
     fn = fused_recurrent_gated_delta_rule if T == 1 and not needs_grad else chunk_gated_delta_rule
     o, state = fn(
         q=q,
@@ -109,7 +117,7 @@ def gated_delta_rule_triton(
         scale=scale,
         initial_state=h0,
         output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=False,
+        use_qk_l2norm_in_kernel=in_kernel,
         cu_seqlens=cu,
     )
     if exact:

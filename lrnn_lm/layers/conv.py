@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
+
 
 def positions_in_sequence(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     """Position of every packed token inside its own sequence: ``[total]`` int64."""
@@ -109,6 +111,8 @@ class ShortConv(nn.Module):
     ) -> torch.Tensor:
         """``x: [batch, T, channels]`` -> ``[batch, T, channels]``."""
         T, W = x.shape[1], self.kernel_size
+        if history is None and fused.use_fla(x):
+            return self._fla_forward(x, cu_seqlens)
         if cu_seqlens is not None:
             # Contiguous before the activation: silu's backward on a transposed view runs ~6x slower on CPU.
             y = self._varlen(x.transpose(1, 2), cu_seqlens).transpose(1, 2).contiguous()
@@ -118,6 +122,22 @@ class ShortConv(nn.Module):
         else:
             y = causal_depthwise_conv(x, self.conv1d.weight[:, 0, :], self.conv1d.bias)
         return F.silu(y) if self.activation == "silu" else y
+
+    def _fla_forward(self, x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+        """fla's ``causal_conv1d`` with the activation fused: it keeps only the input for the backward (the
+        conv output, the activation's input, is recomputed there). Weights in the input's dtype, as autocast runs
+        ``F.conv1d``."""
+        from fla.modules.causal_conv1d import causal_conv1d
+
+        bias = self.conv1d.bias.to(x.dtype) if self.conv1d.bias is not None else None
+        y, _ = causal_conv1d(
+            x,
+            weight=self.conv1d.weight[:, 0, :].to(x.dtype),
+            bias=bias,
+            activation=self.activation,
+            cu_seqlens=None if cu_seqlens is None else cu_seqlens.long(),
+        )
+        return y
 
     def _varlen(self, xt: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
         T, W = xt.shape[-1], self.kernel_size

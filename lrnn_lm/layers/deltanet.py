@@ -72,6 +72,16 @@ class DeltaNetMixer(Mixer):
         """``beta: [batch, T, H]`` in (0, 1) or (0, 2); the eigenvalue along ``k`` is ``1 - beta``."""
         return deltanet_beta(self.b_proj(hidden), self.config.eigval_range)
 
+    def projections(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """q, k, v (concatenated, ``"qkv"``), the beta logits (``"b"``) and the output gate (``"g"``, when the
+        layer has one): one matmul reads ``hidden`` once (under autocast: one bf16 copy kept for the backward,
+        not one per projection). The weights stay separate parameters."""
+        layers = [self.q_proj, self.k_proj, self.v_proj, self.b_proj] + ([self.g_proj] if self.g_proj else [])
+        out = F.linear(hidden, torch.cat([layer.weight for layer in layers]))
+        HD = self.num_heads * self.head_dim
+        parts = out.split([3 * HD, self.num_heads] + ([HD] if self.g_proj else []), dim=-1)
+        return dict(zip(("qkv", "b", "g"), parts, strict=False))
+
     def transition_eigenvalues(self, hidden, mask, cu_seqlens) -> torch.Tensor:
         _, k, _, beta, _ = self.project(hidden, mask, None, cu_seqlens)
         if self.config.qk_norm == "l2":
@@ -80,18 +90,30 @@ class DeltaNetMixer(Mixer):
             return 1 - beta
         return 1 - beta * k.float().pow(2).sum(-1)
 
-    def project(self, hidden: torch.Tensor, mask: torch.Tensor | None, conv_history, cu_seqlens):
-        """Everything before the delta rule: returns ``q, k, v, beta`` and the conv input for the cache."""
+    def project(
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None,
+        conv_history,
+        cu_seqlens,
+        normalize_qk: bool = True,
+        parts: dict | None = None,
+    ):
+        """Everything before the delta rule: returns ``q, k, v, beta`` and the conv input for the cache.
+
+        ``normalize_qk=False`` leaves the L2 norm of q and k to the kernel (``forward`` does, so no normalised
+        copies are kept for the backward); ``parts``: :meth:`projections` of ``hidden`` if already computed."""
         batch, T, _ = hidden.shape
-        qkv = torch.cat([self.q_proj(hidden), self.k_proj(hidden), self.v_proj(hidden)], dim=-1)
+        parts = self.projections(hidden) if parts is None else parts
+        qkv = parts["qkv"]
         if mask is not None:
             qkv = qkv * mask
         conv_in = qkv
         qkv = self.conv(qkv, history=conv_history, cu_seqlens=cu_seqlens) if self.conv is not None else F.silu(qkv)
         q, k, v = (t.reshape(batch, T, self.num_heads, self.head_dim) for t in qkv.chunk(3, dim=-1))
-        if self.config.qk_norm == "l2":
-            q, k = F.normalize(q.float(), dim=-1).to(q.dtype), F.normalize(k.float(), dim=-1).to(k.dtype)
-        beta = self.betas(hidden)
+        if self.config.qk_norm == "l2" and normalize_qk:
+            q, k = (F.normalize(t.float(), dim=-1).to(t.dtype) for t in (q, k))
+        beta = deltanet_beta(parts["b"], self.config.eigval_range)
         if mask is not None:
             # beta = 0 makes a padded step the identity with no input.
             beta = beta * mask
@@ -99,21 +121,21 @@ class DeltaNetMixer(Mixer):
 
     def forward(self, hidden: torch.Tensor, cache=None, mask: torch.Tensor | None = None, cu_seqlens=None):
         conv_history, state = self.read_cache(cache, self.conv)
-        q, k, v, beta, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
+        parts = self.projections(hidden)
+        q, k, v, beta, conv_in = self.project(hidden, mask, conv_history, cu_seqlens, normalize_qk=False, parts=parts)
         self.write_conv_input(cache, conv_in, self.conv)
         o, final = delta_rule(
             q,
             k,
             v,
             beta,
+            use_qk_l2norm_in_kernel=self.config.qk_norm == "l2",
             initial_state=state,
             output_final_state=cache is not None,
             cu_seqlens=cu_seqlens,
             backend=self.config.kernel_backend,
         )
         self.write_state(cache, final)
-        gate = None
-        if self.g_proj is not None:
-            gate = self.g_proj(hidden).reshape(*o.shape)
+        gate = parts["g"].reshape(*o.shape) if self.g_proj is not None else None
         o = self.o_norm(o, gate).reshape(*hidden.shape[:2], -1)
         return self.o_proj(o.to(hidden.dtype))

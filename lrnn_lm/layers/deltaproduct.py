@@ -121,6 +121,7 @@ class DeltaProductMixer(GatedDeltaNetMixer):
             v,
             beta,
             alpha,
+            use_qk_l2norm_in_kernel=True,
             initial_state=state,
             output_final_state=output_final_state,
             cu_seqlens=cu_seqlens,

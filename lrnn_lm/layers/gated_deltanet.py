@@ -149,32 +149,62 @@ class GatedDeltaNetMixer(Mixer):
         """``alpha: [batch, T, H]`` fp32 (None without a gate); 1 on padded steps in every setting."""
         if self.a_proj is None:
             return None
-        dt = F.softplus(self.a_proj(hidden).float() + self.dt_bias.float())
+        return self.gates_from_logits(self.a_proj(hidden), mask)
+
+    def gates_from_logits(self, logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`gates` from ``a_proj``'s output ``[batch, T, H]``."""
+        dt = F.softplus(logits.float() + self.dt_bias.float())
         if mask is not None:
             # dt = 0 gives decay = 1, hence alpha = 1 with or without the signed gate.
             dt = dt * mask
         decay = torch.exp(-torch.exp(self.A_log.float()) * dt)
         return gated_delta_alpha(decay, self.config.eigval_range, self.config.negative_gate)
 
-    def project(self, hidden: torch.Tensor, mask: torch.Tensor | None, conv_history, cu_seqlens):
+    def projections(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """q, k, v (concatenated, ``"qkv"``), the beta logits (``"b"``), the gate logits (``"a"``, when the
+        layer has the gate) and the output gate (``"g"``): one matmul reads ``hidden`` once (under autocast: one
+        bf16 copy kept for the backward, not one per projection). The weights stay separate parameters."""
+        layers = [self.q_proj, self.k_proj, self.v_proj, self.b_proj, self.g_proj]
+        names = ["qkv", "b", "g"]
+        if self.a_proj is not None:
+            layers.insert(4, self.a_proj)
+            names.insert(2, "a")
+        out = F.linear(hidden, torch.cat([layer.weight for layer in layers]))
+        n_out = [sum(self.split), self.b_proj.out_features] + [layer.out_features for layer in layers[4:]]
+        return dict(zip(names, out.split(n_out, dim=-1), strict=True))
+
+    def project(
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None,
+        conv_history,
+        cu_seqlens,
+        normalize_qk: bool = True,
+        parts: dict | None = None,
+    ):
         """Everything before the kernel: ``q [B, T, H, K]``, ``k [B, T, n, H, K]``, ``v [B, T, n, H, V]``,
-        ``beta [B, T, n, H]``, ``alpha [B, T, H]`` (or None) and the conv input for the cache."""
+        ``beta [B, T, n, H]``, ``alpha [B, T, H]`` (or None) and the conv input for the cache.
+
+        ``normalize_qk=False`` leaves the L2 norm of q and k to the kernel (``forward`` does, so no normalised
+        copies are kept for the backward); ``parts``: :meth:`projections` of ``hidden`` if already computed."""
         batch, T, _ = hidden.shape
         H, K, V, n = self.num_heads, self.head_dim, self.value_head_dim, self.num_householder
-        qkv = torch.cat([self.q_proj(hidden), self.k_proj(hidden), self.v_proj(hidden)], dim=-1)
+        parts = self.projections(hidden) if parts is None else parts
+        qkv = parts["qkv"]
         if mask is not None:
             qkv = qkv * mask
         conv_in = qkv
         qkv = self.conv(qkv, history=conv_history, cu_seqlens=cu_seqlens) if self.conv is not None else F.silu(qkv)
         q, k, v = qkv.split(self.split, dim=-1)
-        q = F.normalize(q.reshape(batch, T, H, K).float(), dim=-1).to(q.dtype)
-        k = F.normalize(k.reshape(batch, T, n, H, K).float(), dim=-1).to(k.dtype)
-        v = v.reshape(batch, T, n, H, V)
-        beta = deltanet_beta(self.b_proj(hidden).reshape(batch, T, n, H), self.config.eigval_range)
+        q, k, v = q.reshape(batch, T, H, K), k.reshape(batch, T, n, H, K), v.reshape(batch, T, n, H, V)
+        if normalize_qk:
+            q, k = (F.normalize(t.float(), dim=-1).to(t.dtype) for t in (q, k))
+        beta = deltanet_beta(parts["b"].reshape(batch, T, n, H), self.config.eigval_range)
         if mask is not None:
             # beta = 0 (with alpha = 1 from gates) makes a padded step the identity with no input.
             beta = beta * mask[..., None]
-        return q, k, v, beta, self.gates(hidden, mask), conv_in
+        alpha = self.gates_from_logits(parts["a"], mask) if self.a_proj is not None else None
+        return q, k, v, beta, alpha, conv_in
 
     def transition_eigenvalues(self, hidden, mask, cu_seqlens) -> torch.Tensor:
         _, _, _, beta, alpha, _ = self.project(hidden, mask, None, cu_seqlens)
@@ -188,6 +218,7 @@ class GatedDeltaNetMixer(Mixer):
             v[:, :, 0],
             beta[:, :, 0],
             alpha,
+            use_qk_l2norm_in_kernel=True,
             initial_state=state,
             output_final_state=output_final_state,
             cu_seqlens=cu_seqlens,
@@ -196,10 +227,11 @@ class GatedDeltaNetMixer(Mixer):
 
     def forward(self, hidden: torch.Tensor, cache=None, mask: torch.Tensor | None = None, cu_seqlens=None):
         conv_history, state = self.read_cache(cache, self.conv)
-        q, k, v, beta, alpha, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
+        parts = self.projections(hidden)
+        q, k, v, beta, alpha, conv_in = self.project(hidden, mask, conv_history, cu_seqlens, False, parts)
         self.write_conv_input(cache, conv_in, self.conv)
         o, final = self.run_kernel(q, k, v, beta, alpha, state, cache is not None, cu_seqlens)
         self.write_state(cache, final)
-        gate = self.g_proj(hidden).reshape(*o.shape)
+        gate = parts["g"].reshape(*o.shape)
         o = self.o_norm(o, gate).reshape(*hidden.shape[:2], -1)
         return self.o_proj(o.to(hidden.dtype))

@@ -7,10 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import initialization as init
 
 from ..kernels import selective_scan
 from ..param_tags import tag_no_weight_decay
+from . import fused
 from .base import Mixer, boolean, positive_float, positive_int
 from .conv import ShortConv
 from .gates import mamba_negative_eigvals
@@ -97,24 +99,64 @@ class MambaMixer(Mixer):
         return 2 * a - 1 if mamba_negative_eigvals(self.config.eigval_range) else a
 
     def project(self, hidden: torch.Tensor, mask: torch.Tensor | None, conv_history, cu_seqlens):
-        """Everything before the scan: returns ``x, dt, B, C, z`` and the conv input for the cache."""
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        """Everything before the scan: returns ``x, dt, B, C, z`` and the conv input for the cache; ``dt`` is the
+        step size ``softplus(dt_proj(...))`` in fp32, 0 on padded steps."""
+        x, z = self._in_proj(hidden)
         if mask is not None:
             x = x * mask
-        conv_in = x
+        x_conv, dt, B, C = self._conv_and_dt(x, mask, conv_history, cu_seqlens, raw_dt=False)
+        return x_conv, dt, B, C, z, x
+
+    def _conv_and_dt(self, x, mask, conv_history, cu_seqlens, raw_dt: bool):
+        """The conv and the input-dependent ``dt, B, C``. With ``raw_dt``, ``dt`` is ``dt_proj``'s matmul without
+        its bias, in the input dtype, for the scan to add the bias and take the softplus inside (``dt_bias``,
+        ``dt_softplus``): no fp32 ``dt`` nor its fp32 input is kept for the backward."""
         x = self.conv(x, history=conv_history, cu_seqlens=cu_seqlens)
         dt_r, B, C = self.x_proj(x).split([self.dt_rank, self.state_size, self.state_size], dim=-1)
+        if raw_dt:
+            return x, F.linear(dt_r, self.dt_proj.weight), B, C
         dt = F.softplus(self.dt_proj(dt_r).float())
         if mask is not None:
             # dt = 0 makes a padded step the identity (a = 1 in both ranges) with no input.
             dt = dt * mask
-        return x, dt, B, C, z, conv_in
+        return x, dt, B, C
+
+    def _in_proj(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x, z``: the two halves of ``in_proj``, each its own contiguous matmul output on one cast of
+        ``hidden`` (a chunk of one output would be a strided view, and the scan's ``z.contiguous()`` a copy kept
+        for the backward)."""
+        h = hidden.to(fused.autocast_dtype(hidden))
+        w, b = self.in_proj.weight, self.in_proj.bias
+        halves = [
+            (w[i * self.d_inner : (i + 1) * self.d_inner], None if b is None else b[i * self.d_inner :][: self.d_inner])
+            for i in (0, 1)
+        ]
+        x, z = (F.linear(h, wi, bi) for wi, bi in halves)
+        return x, z
 
     def forward(self, hidden: torch.Tensor, cache=None, mask: torch.Tensor | None = None, cu_seqlens=None):
         conv_history, state = self.read_cache(cache, self.conv)
-        x, dt, B, C, z, conv_in = self.project(hidden, mask, conv_history, cu_seqlens)
-        self.write_conv_input(cache, conv_in, self.conv)
-        y, final = selective_scan(
+        x, z = self._in_proj(hidden)
+        if mask is not None:
+            x = x * mask
+        args = (x, z, mask, conv_history, state, cache is not None, cu_seqlens)
+        if cache is None and torch.is_grad_enabled() and fused.recompute_in_backward(x):
+            # Keep only the conv's input and z for the backward; the conv, its silu, dt, B, C and the scan's
+            # forward run again there (mamba_ssm's MambaInnerFn recomputes the conv output and dt likewise).
+            y = checkpoint(self._conv_scan, *args, use_reentrant=False)[0]
+            final = None
+        else:
+            y, final = self._conv_scan(*args)
+        # After the conv: the cache updates its window in place, and the conv read the old one.
+        self.write_conv_input(cache, x, self.conv)
+        self.write_state(cache, final)
+        return self.out_proj(y.to(hidden.dtype))
+
+    def _conv_scan(self, x, z, mask, conv_history, state, output_final_state: bool, cu_seqlens):
+        """From the conv input ``x`` and the gate ``z`` to the scan's output: ``(y, final state or None)``."""
+        in_scan = mask is None  # with padding, dt is masked after the softplus, so it comes softplus'd
+        x, dt, B, C = self._conv_and_dt(x, mask, conv_history, cu_seqlens, raw_dt=in_scan)
+        return selective_scan(
             x,
             dt,
             -torch.exp(self.A_log.float()),
@@ -123,10 +165,10 @@ class MambaMixer(Mixer):
             self.D,
             z,
             negative_eigvals=mamba_negative_eigvals(self.config.eigval_range),
+            dt_bias=self.dt_proj.bias if in_scan else None,
+            dt_softplus=in_scan,
             initial_state=state,
-            output_final_state=cache is not None,
+            output_final_state=output_final_state,
             cu_seqlens=cu_seqlens,
             backend=self.config.kernel_backend,
         )
-        self.write_state(cache, final)
-        return self.out_proj(y.to(hidden.dtype))

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..param_tags import tag_no_weight_decay
+from . import fused
 
 
 class RMSNorm(nn.Module):
@@ -17,7 +18,19 @@ class RMSNorm(nn.Module):
         tag_no_weight_decay(self.weight)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        """``rmsnorm(x) * weight``, times ``silu(gate)`` when a gate is given."""
+        """``rmsnorm(x) * weight``, times ``silu(gate)`` when a gate is given.
+
+        On CUDA, fla's fused kernels (``rms_norm``, ``rms_norm_gated``): they compute in fp32 too but keep only
+        ``x`` (and the gate) and a per-row ``rstd`` for the backward, not fp32 copies.
+        """
+        if fused.use_fla(x):
+            if gate is None:
+                from fla.modules.norm.layernorm import rms_norm
+
+                return rms_norm(x, self.weight, None, eps=self.eps)
+            from fla.modules.norm.fused_norm_gate import rms_norm_gated
+
+            return rms_norm_gated(x, gate, self.weight, None, activation="swish", eps=self.eps)
         xf = x.float()
         y = F.rms_norm(xf, (xf.shape[-1],), self.weight.float(), self.eps)
         if gate is not None:
@@ -38,6 +51,13 @@ class GatedGroupRMSNorm(nn.Module):
         tag_no_weight_decay(self.weight)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """On CUDA, fla's fused gated norm (mamba_ssm's ``rmsnorm_fn``): it keeps ``x``, the gate and a per-row
+        ``rstd`` for the backward instead of five fp32 intermediates."""
+        if fused.use_fla(x):
+            from fla.modules.norm.layernorm_gated import rmsnorm_fn
+
+            group = x.shape[-1] // self.groups
+            return rmsnorm_fn(x, self.weight, None, gate, eps=self.eps, group_size=group, norm_before_gate=False)
         y = x.float() * F.silu(gate.float())
         if self.groups == 1:  # torch's fused kernel takes the weight only when it spans the normalized channels
             return F.rms_norm(y, (y.shape[-1],), self.weight.float(), self.eps).to(x.dtype)

@@ -97,6 +97,12 @@ class TrainConfig:
     max_consecutive_nonfinite: int = 5
     threads: int | None = None  # CPU threads per process (torch.set_num_threads)
     label_smoothing: float = 0.0  # of the training loss only (lrnn_lm/training/loss.py); validation stays plain
+    # chunked: the training loss from the head's chunked linear cross entropy, which never keeps the
+    # [tokens, vocab] logits for the backward (lrnn_lm/linear_cross_entropy.py); logits: the model's plain loss
+    loss_head: Literal["chunked", "logits"] = "chunked"
+    # blocks: recompute each block's forward in the backward (transformers' gradient checkpointing), keeping only
+    # the blocks' inputs: a fraction of the activation memory for about one more forward of compute
+    activation_checkpointing: Literal["none", "blocks"] = "none"
 
 
 @dataclass
