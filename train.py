@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM, param_groups
 from lrnn_lm.training import checkpoint as ckpt
-from lrnn_lm.training import resume
+from lrnn_lm.training import fingerprint, resume
 from lrnn_lm.training.batches import build_data, default_sources
 from lrnn_lm.training.config import ConfigError, RunConfig, load_config
 from lrnn_lm.training.data import DataError
@@ -36,6 +36,7 @@ from lrnn_lm.training.evaluate import evaluate, evaluate_lengths, unigram_baseli
 from lrnn_lm.training.export import save_final
 from lrnn_lm.training.loss import causal_lm_loss
 from lrnn_lm.training.run_dir import MetricsLog, RunDirError
+from lrnn_lm.training.run_lock import lock_out_dir
 from lrnn_lm.training.runtime import LaunchError, NonFiniteError, StopFlag, make_accelerator, mfu, nonfinite_groups
 from lrnn_lm.training.schedule import lr_at
 
@@ -92,8 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = make_accelerator(cfg.train.precision, cfg.logging.trackers, str(out))
     rank, world, main_proc = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
 
-    # The run folder before any work: a fresh run never writes into a used one, a resume only continues its own
-    # run, from a verified checkpoint whose config may differ only where allowed.
+    # The run folder before any work: one process (group) per folder for the life of the run, a fresh run never
+    # writes into a used one, a resume only continues its own run, from a verified checkpoint whose config may
+    # differ only where allowed.
+    lock = lock_out_dir(out, accelerator)  # held until this process ends (or returns, below)
     start = resume.plan_start(out, cfg.resume, cfg.overwrite)
     default_sources(cfg)
     changes = {}
@@ -107,6 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     accum = batch_plan(cfg, world, data.row_len)
     if data.task is not None:
         data.train.micro_batches_per_step = accum  # a length curriculum counts optimizer steps
+    # What the run reads, by content; a resume refuses data or tokenizer files changed under the same paths.
+    run_config = {**cfg.to_dict(), fingerprint.KEY: fingerprint.run_fingerprints(cfg, data.tokenizer)}
+    input_changes = {}
+    if start.checkpoint is not None:
+        input_changes = resume.check_inputs(start.checkpoint, run_config[fingerprint.KEY], cfg.allow_changed)
     model = build_model(cfg, data.vocab_size, data.special)
     groups = param_groups(model.named_parameters(), model.no_weight_decay(), cfg.optim.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
@@ -116,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
     counters, exact = resume.Counters(), True
     if start.checkpoint is not None:
         counters, exact = resume.load(accelerator, start.checkpoint, data.train, cfg.resume_inexact)
+        exact = exact and not input_changes  # other data or tokens under the same position
+        changes |= input_changes
     log = MetricsLog(out, accelerator)
     log.start(counters.step, cfg.to_dict(), cfg.logging.project)
     if start.checkpoint is not None:
@@ -208,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 state = {**counters.__dict__, "train_seconds": elapsed, "data": data.train.state_dict()}
                 keep = cfg.checkpoint.keep_last
-                ckpt.save(accelerator, out / "checkpoints", step, state, start.run_id, cfg.to_dict(), keep)
+                ckpt.save(accelerator, out / "checkpoints", step, state, start.run_id, run_config, keep)
         if stop or timed_out:
             why = f"signal {stop.signal}" if stop else f"train.max_minutes={cfg.train.max_minutes}"
             logger.info("stopping at step %d (%s)", step, why)
@@ -227,6 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+    if lock is not None:
+        lock.release()
     return summary
 
 
