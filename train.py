@@ -22,7 +22,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -30,12 +29,12 @@ from lrnn_lm import LRNNConfig, LRNNForCausalLM, param_groups
 from lrnn_lm.training import checkpoint as ckpt
 from lrnn_lm.training import fingerprint, resume
 from lrnn_lm.training.batches import build_data, default_sources
-from lrnn_lm.training.config import ConfigError, RunConfig, load_config
+from lrnn_lm.training.config import ConfigError, RunConfig, load_config, read_yaml
 from lrnn_lm.training.data import DataError
 from lrnn_lm.training.evaluate import evaluate, evaluate_lengths, unigram_baseline
 from lrnn_lm.training.export import save_final
 from lrnn_lm.training.loss import causal_lm_loss
-from lrnn_lm.training.run_dir import MetricsLog, RunDirError
+from lrnn_lm.training.run_dir import MetricsLog, RunDirError, last_evaluation
 from lrnn_lm.training.run_lock import lock_out_dir
 from lrnn_lm.training.runtime import LaunchError, NonFiniteError, StopFlag, make_accelerator, mfu, nonfinite_groups
 from lrnn_lm.training.schedule import lr_at
@@ -51,7 +50,10 @@ def build_model(cfg: RunConfig, vocab_size: int, special: dict) -> LRNNForCausal
     else:
         config = LRNNConfig(**{"vocab_size": vocab_size, **special, **cfg.model})
     if config.vocab_size < vocab_size:
-        raise ValueError(f"model.vocab_size={config.vocab_size} is smaller than the vocabulary ({vocab_size})")
+        raise ConfigError(
+            f"model.vocab_size={config.vocab_size} is smaller than the tokenizer's vocabulary ({vocab_size}); leave "
+            "it out (it follows the tokenizer) or make it at least that"
+        )
     return LRNNForCausalLM(config)
 
 
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip() + f"\n\nDefaults and every key: {DEFAULT_CONFIG}")
         raise SystemExit(0)
-    cfg = load_config(argv, base=yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    cfg = load_config(argv, base=read_yaml(DEFAULT_CONFIG.read_text(), str(DEFAULT_CONFIG)))
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     out = Path(cfg.out_dir)
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     if start.checkpoint is not None:
         event = {"step": counters.step, "event": "resume", "from": str(start.checkpoint), "exact": exact}
         log({**event, "changed": {k: list(v) for k, v in changes.items()}})
-    unigram = None
+    # A resumed run reports the baseline and the last validation so far until it evaluates again.
+    unigram, last_val = last_evaluation(out) if counters.step > 0 else (None, {})
     if data.tokenizer is not None and data.validation and main_proc and counters.step == 0:
         args = (data.sources, data.tokenizer, cfg.data.seq_len, cfg.train.seed, data.validation, data.vocab_size)
         unigram = unigram_baseline(*args)
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         """Wall time of training over every process of this run (a resumed run counts the time before it too)."""
         return counters.train_seconds + time.time() - start_time
 
-    streak, bad_groups, last_val = 0, [], None  # streak: consecutive non-finite steps
+    streak, bad_groups = 0, []  # streak: consecutive non-finite steps
     progress = tqdm(total=cfg.train.max_steps, initial=counters.step, disable=not (main_proc and cfg.logging.progress))
     model.train()
     while counters.step < cfg.train.max_steps:
@@ -248,6 +251,11 @@ def cli() -> int:
         main()
     except REFUSALS as e:
         print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not ckpt.disk_full(e):
+            raise
+        print(f"train.py: error: disk full: {e}. Free space, then continue with --resume auto.", file=sys.stderr)
         return 2
     return 0
 

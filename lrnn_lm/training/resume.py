@@ -66,6 +66,7 @@ def prepare_out_dir(out: Path, start: Start, accelerator) -> None:
     if accelerator.is_main_process:
         if start.overwrite != "no":
             run_dir.clear_aside(out, start.overwrite)
+        ckpt.remove_temporary(out / "checkpoints")  # a write cut short (kill, full disk) gives its space back
         run_dir.claim(out, start.run_id)
     accelerator.wait_for_everyone()
 
