@@ -162,9 +162,15 @@ def main(argv: list[str] | None = None) -> dict:
     return files
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` for the command line: a refused argument or checkpoint prints one line and exits with status 2."""
     try:
-        main()
+        main(argv)
     except (RemoteCodeRefused, NotACheckpoint, UsageError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

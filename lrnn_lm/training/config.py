@@ -40,15 +40,17 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
         for key_node, _ in node.value:
+            line = key_node.start_mark.line + 1
             try:
                 key = self.construct_object(key_node, deep=True)
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.get(key)
+                seen.setdefault(key, line)
             except TypeError:  # an unhashable key: the base class reports it
                 continue
-            if first != key_node.start_mark.line + 1:
+            if first is not None:
+                where = f"line {line}" if first == line else f"lines {first} and {line}"
                 raise ConfigError(
-                    f"duplicate key {key!r} on lines {first} and {key_node.start_mark.line + 1}; YAML would keep only "
-                    "the last one. Write each key once."
+                    f"duplicate key {key!r} on {where}; YAML would keep only the last one. Write each key once."
                 )
         return super().construct_mapping(node, deep)
 

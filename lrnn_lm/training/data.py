@@ -60,7 +60,9 @@ def first_bad_json_line(files: list[str]) -> tuple[str, int, str] | None:
 def local_files(path: str | list[str]) -> list[str] | None:
     """Resolve local files or globs; None when ``path`` does not look local (then it is a Hub dataset name)."""
     patterns = path if isinstance(path, list) else [path]
-    looks_local = any(os.path.exists(p) or any(c in p for c in "*?[") or os.sep in p for p in patterns)
+    # "org/name" is a Hub dataset unless it exists here; an absolute or ./ path, a glob or a file suffix is local.
+    explicit = ("/", "./", "../", "~")
+    looks_local = any(os.path.exists(p) or any(c in p for c in "*?[") or p.startswith(explicit) for p in patterns)
     looks_local = looks_local or any(os.path.splitext(p)[1] in LOCAL_BUILDERS for p in patterns)
     if not looks_local:
         return None
