@@ -9,19 +9,33 @@ import json
 import os
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
 from lrnn_lm.training import checkpoint as ckpt
-from lrnn_lm.training import fingerprint, run_dir
+from lrnn_lm.training import run_dir
 from lrnn_lm.training.config import ConfigError, load_config
 from lrnn_lm.training.data import DataError
-from lrnn_lm.training.resume import ResumeError, check_inputs
-from lrnn_lm.training.run_lock import RunLock, lock_path
 
 from .test_run_safety import TASK_ARGS, _packer, _refinalize, task_run
 from .training_utils import ROOT, fake_checkpoint, run_train
+
+
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory):
+    """A finished 2-step run with a checkpoint at step 2 (tests copy it: train.py starts are the slow part)."""
+    out = tmp_path_factory.mktemp("shared") / "run"
+    r = task_run(out, 2, "--checkpoint.every=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def copy_run(src, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(src, tmp_path / "run", symlinks=True))
+
 
 # ----------------------------------------------------------------------------- 1. no code from a checkpoint
 
@@ -36,14 +50,12 @@ class RunsAShellCommand:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_planted_pickle_in_the_random_states_runs_no_code_and_is_refused_by_name(tmp_path):
+def test_a_planted_pickle_in_the_random_states_runs_no_code_and_is_refused_by_name(two_step_run, tmp_path):
     import io
 
     import torch
 
-    out = tmp_path / "run"
-    r = task_run(out, 2, "--checkpoint.every=2")
-    assert r.returncode == 0, r.stderr[-3000:]
+    out = copy_run(two_step_run, tmp_path)
     marker = tmp_path / "code-ran"
     buf = io.BytesIO()
     torch.save({"random_state": RunsAShellCommand(marker)}, buf)
@@ -59,11 +71,13 @@ def test_a_planted_pickle_in_the_random_states_runs_no_code_and_is_refused_by_na
 
 # ----------------------------------------------------------------------------- 2. one process per run folder
 
-HOLD_LOCK = "import sys, time; from lrnn_lm.training.run_lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+HOLD_LOCK = "import sys, time; from lrnn_lm.training.run_lock import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
 HOLD_LOCK += "print('locked', flush=True); time.sleep(120)"
 
 
 def test_a_second_process_is_refused_naming_the_holder_and_a_killed_holder_blocks_nothing(tmp_path):
+    from lrnn_lm.training.run_lock import RunLock, lock_path
+
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -114,10 +128,8 @@ def test_two_fresh_runs_started_together_never_share_the_folder(tmp_path):
     _one_run(out, 300)
 
 
-def test_two_resumes_started_together_never_share_the_folder(tmp_path):
-    out = tmp_path / "run"
-    r = task_run(out, 2, "--checkpoint.every=2")
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_two_resumes_started_together_never_share_the_folder(two_step_run, tmp_path):
+    out = copy_run(two_step_run, tmp_path)
     _race(out, 300, "--resume=auto", "--checkpoint.every=100")
     _one_run(out, 300)
     resumes = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"event"' in x]
@@ -133,6 +145,9 @@ def _jsonl(path, texts):
 
 
 def test_a_data_or_tokenizer_file_changed_under_the_same_path_is_refused_unless_named(tmp_path, monkeypatch):
+    from lrnn_lm.training import fingerprint
+    from lrnn_lm.training.resume import ResumeError, check_inputs
+
     data = _jsonl(tmp_path / "train.jsonl", ["one document", "another document"])
     tok = tmp_path / "tok"
     tok.mkdir()
@@ -353,13 +368,10 @@ def test_eval_py_refuses_what_is_not_a_checkpoint_folder_in_one_line(tmp_path, c
 # ----------------------------------------------------------------------------- 9. summary after a resume
 
 
-def test_a_resume_that_only_re_exports_keeps_the_last_evaluation_in_the_summary(tmp_path):
-    out = tmp_path / "run"
-    r = task_run(out, 2, "--checkpoint.every=2")
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_a_resume_that_only_re_exports_keeps_the_last_evaluation_in_the_summary(two_step_run, tmp_path):
+    out = copy_run(two_step_run, tmp_path)
     first = json.loads((out / "summary.json").read_text())
     assert "val_loss" in first
-    time.sleep(0.01)
     r = task_run(out, 2, "--resume=auto")
     assert r.returncode == 0, r.stderr[-3000:]
     again = json.loads((out / "summary.json").read_text())
