@@ -69,6 +69,33 @@ def test_a_planted_pickle_in_the_random_states_runs_no_code_and_is_refused_by_na
         assert not marker.exists()
 
 
+def test_a_sharded_checkpoints_metadata_is_read_with_an_allow_list(tmp_path):
+    """torch reads an FSDP/DCP ``.metadata`` with plain pickle.load: a real one passes the allow-list, a planted
+    one is refused by name and runs nothing."""
+    import pickle
+    import warnings
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    from lrnn_lm.training.resume import check_dcp_metadata
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(1, 3)).sum().backward()
+    optimizer.step()
+    state = {"model": model.state_dict(), "optim": optimizer.state_dict(), "bf16": torch.zeros(2).bfloat16()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+        dcp.save(state, checkpoint_id=tmp_path / "real")
+    check_dcp_metadata(tmp_path / "real" / ".metadata")
+    marker = tmp_path / "code-ran"
+    (tmp_path / "planted.metadata").write_bytes(pickle.dumps(RunsAShellCommand(marker)))
+    with pytest.raises(ckpt.CheckpointError, match="planted.metadata: refusing to unpickle it: it names posix.system"):
+        check_dcp_metadata(tmp_path / "planted.metadata")
+    assert not marker.exists()
+
+
 # ----------------------------------------------------------------------------- 2. one process per run folder
 
 HOLD_LOCK = "import sys, time; from lrnn_lm.training.run_lock import RunLock; lock = RunLock(sys.argv[1]).acquire(); "

@@ -206,8 +206,55 @@ def load_random_states(path: Path) -> dict:
     return states
 
 
-def check_random_states(checkpoint: Path, world: int) -> None:
-    """Refuse a checkpoint whose random-state pickles ask to run code, before accelerate reads any of them."""
+def _dcp_metadata_global(module: str, name: str):
+    """What a sharded (FSDP/DCP) checkpoint's ``.metadata`` pickle may name: DCP's own metadata classes, torch
+    dtypes and ``Size``, a path; anything else (a function such as ``os.system``) is refused."""
+    import importlib
+
+    import torch
+
+    if module in ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem"):
+        obj = getattr(importlib.import_module(module), name, None)
+        if isinstance(obj, type) and obj.__module__ == module:
+            return obj
+    if module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)):
+        return getattr(torch, name)
+    if (module, name) == ("torch.serialization", "_get_layout"):
+        return torch.serialization._get_layout
+    if module == "pathlib" and name in ("PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"):
+        return getattr(importlib.import_module(module), name)
+    return None
+
+
+def check_dcp_metadata(path: Path) -> None:
+    """Read a DCP ``.metadata`` file (torch reads it with plain ``pickle.load``) with only the globals it needs,
+    so that a planted one is refused, naming the file, before torch unpickles it."""
+    import pickle
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            found = _dcp_metadata_global(module, name)
+            if found is None:
+                raise ckpt.CheckpointError(
+                    f"{path}: refusing to unpickle it: it names {module}.{name}, which a sharded checkpoint's "
+                    "metadata never holds; a checkpoint never runs code on resume"
+                )
+            return found
+
+    with open(path, "rb") as f:
+        try:
+            Restricted(f).load()
+        except ckpt.CheckpointError:
+            raise
+        except Exception as e:
+            raise ckpt.CheckpointError(f"{path}: unreadable sharded-checkpoint metadata: {e}") from None
+
+
+def check_pickles(checkpoint: Path, world: int) -> None:
+    """Refuse a checkpoint whose pickles ask to run code, before accelerate or torch read any of them: the
+    random states of every process, and the metadata of a sharded (FSDP) layout."""
+    for meta in sorted(checkpoint.rglob(".metadata")):
+        check_dcp_metadata(meta)
     for rank in range(world):
         try:
             load_random_states(checkpoint / f"random_states_{rank}.pkl")
@@ -235,7 +282,7 @@ def random_states_restored(checkpoint: Path, rank: int) -> bool:
 def check_resume(checkpoint: Path, cfg_dict: dict, world: int, allowed: list[str]) -> dict[str, tuple]:
     """All checks a verified checkpoint must pass before it continues this run; returns the allowed changes."""
     check_world_size(ckpt.read_manifest(checkpoint)["world_size"], world)
-    check_random_states(checkpoint, world)
+    check_pickles(checkpoint, world)
     saved = ckpt.load_json(checkpoint, ckpt.RUN_CONFIG)
     saved.pop(fingerprint.KEY, None)  # compared by check_inputs, once the tokenizer is loaded
     # "data" and "tokenizer" in --allow_changed name changed file content, not config sections.
