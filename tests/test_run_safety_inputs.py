@@ -203,6 +203,28 @@ def test_a_data_or_tokenizer_file_changed_under_the_same_path_is_refused_unless_
     assert set(allowed) == {f"data:{data}", "data:hub:some/hub_dataset", f"tokenizer:{tok / 'tokenizer.json'}"}
 
 
+def test_a_large_file_is_hashed_at_both_ends_and_a_new_mtime_counts_as_a_change(tmp_path, monkeypatch):
+    from lrnn_lm.training import fingerprint
+
+    monkeypatch.setattr(fingerprint, "WHOLE_LIMIT", 100)
+    monkeypatch.setattr(fingerprint, "EDGE", 10)
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(bytes(range(200)))
+    old = fingerprint.file_fingerprint(path)
+    assert old["hashed"] == "first and last MiB"
+    for offset in (5, 195):  # a byte changed in the head or the tail, the mtime put back
+        data = bytearray(range(200))
+        data[offset] ^= 1
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(old["mtime_ns"], old["mtime_ns"]))
+        assert fingerprint._same(old, fingerprint.file_fingerprint(path)) is False
+    path.write_bytes(bytes(range(200)))  # the same bytes again, only the mtime differs: the middle is unknown
+    os.utime(path, ns=(old["mtime_ns"] + 10**9, old["mtime_ns"] + 10**9))
+    assert fingerprint._same(old, fingerprint.file_fingerprint(path)) is False
+    os.utime(path, ns=(old["mtime_ns"], old["mtime_ns"]))
+    assert fingerprint._same(old, fingerprint.file_fingerprint(path)) is True
+
+
 def test_resume_refuses_a_regenerated_data_file_then_records_the_allowed_change(tmp_path):
     """As a user meets it: train.py on a local .jsonl, the file rewritten, then --resume auto."""
     from .training_utils import make_corpus

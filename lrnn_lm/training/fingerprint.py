@@ -2,7 +2,8 @@
 
 A config names data and tokenizer by path; the same path can hold other content on resume (a file regenerated, a
 tokenizer retrained). The fingerprints catch that: each local file's size, modification time and SHA-256 (of the
-whole file up to 64 MiB, else of its first and last 8 MiB), and the revision of a Hub source when it can be asked.
+whole file up to 16 MiB, else of its first and last MiB, so a glob of thousands of large shards costs 2 MiB of
+reading each), and the revision of a Hub source when it can be asked.
 A resume compares them with the checkpoint's (:func:`input_changes`); a change is refused unless named:
 ``--allow_changed=[data]`` (data files), ``--allow_changed=[tokenizer]`` (tokenizer files).
 """
@@ -20,8 +21,8 @@ logger = logging.getLogger(__name__)
 
 KEY = "fingerprints"  # their key in a checkpoint's run_config.json
 GROUPS = ("data", "tokenizer")  # the names --allow_changed takes for them
-WHOLE_LIMIT = 64 << 20
-EDGE = 8 << 20
+WHOLE_LIMIT = 16 << 20
+EDGE = 1 << 20
 
 
 def _sha256(path: Path, ranges: list[tuple[int, int]]) -> str:
@@ -39,7 +40,7 @@ def _sha256(path: Path, ranges: list[tuple[int, int]]) -> str:
 
 
 def file_fingerprint(path: str | Path) -> dict:
-    """Size, mtime and SHA-256 of ``path`` (whole up to 64 MiB; else of the first and last 8 MiB)."""
+    """Size, mtime and SHA-256 of ``path`` (whole up to 16 MiB; else of the first and last MiB)."""
     st = os.stat(path)
     whole = st.st_size <= WHOLE_LIMIT
     ranges = [(0, st.st_size)] if whole else [(0, EDGE), (st.st_size - EDGE, EDGE)]
@@ -47,7 +48,7 @@ def file_fingerprint(path: str | Path) -> dict:
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
         "sha256": _sha256(Path(path), ranges),
-        "hashed": "whole" if whole else "first and last 8 MiB",
+        "hashed": "whole" if whole else "first and last MiB",
     }
 
 
