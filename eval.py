@@ -17,7 +17,14 @@ import json
 import sys
 from pathlib import Path
 
-from lrnn_lm.analysis.checkpoints import RemoteCodeRefused, describe, load_checkpoint, resolve_device
+from lrnn_lm.analysis.checkpoints import (
+    NotACheckpoint,
+    RemoteCodeRefused,
+    check_checkpoint_folder,
+    describe,
+    load_checkpoint,
+    resolve_device,
+)
 from lrnn_lm.analysis.lm_harness import LOCAL_TASKS_DIR, TABLE4_TASKS, LazyTaskManager, make_lm, run_tasks
 from lrnn_lm.analysis.probes import ProbeSettings, run_linear_probe
 from lrnn_lm.analysis.report import (
@@ -80,9 +87,17 @@ def checkpoint_labels(paths: list[str]) -> list[str]:
     return labels
 
 
+class UsageError(ValueError):
+    """A bad command-line argument; the message names it."""
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output {out}: an existing file; --output names the folder the results are written to")
+    for path in args.checkpoint:  # every one before the first is evaluated, which can take hours
+        check_checkpoint_folder(path)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     tasks, probes = names(args.tasks), names(args.probes)
@@ -147,9 +162,15 @@ def main(argv: list[str] | None = None) -> dict:
     return files
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` for the command line: a refused argument or checkpoint prints one line and exits with status 2."""
     try:
-        main()
-    except RemoteCodeRefused as e:
+        main(argv)
+    except (RemoteCodeRefused, NotACheckpoint, UsageError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

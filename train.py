@@ -22,20 +22,20 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM, param_groups
 from lrnn_lm.training import checkpoint as ckpt
-from lrnn_lm.training import resume
+from lrnn_lm.training import fingerprint, resume
 from lrnn_lm.training.batches import build_data, default_sources
-from lrnn_lm.training.config import ConfigError, RunConfig, load_config
+from lrnn_lm.training.config import ConfigError, RunConfig, load_config, read_yaml
 from lrnn_lm.training.data import DataError
 from lrnn_lm.training.evaluate import evaluate, evaluate_lengths, unigram_baseline
 from lrnn_lm.training.export import save_final
 from lrnn_lm.training.loss import causal_lm_loss
-from lrnn_lm.training.run_dir import MetricsLog, RunDirError
+from lrnn_lm.training.run_dir import MetricsLog, RunDirError, last_evaluation
+from lrnn_lm.training.run_lock import lock_out_dir
 from lrnn_lm.training.runtime import LaunchError, NonFiniteError, StopFlag, make_accelerator, mfu, nonfinite_groups
 from lrnn_lm.training.schedule import lr_at
 
@@ -50,7 +50,10 @@ def build_model(cfg: RunConfig, vocab_size: int, special: dict) -> LRNNForCausal
     else:
         config = LRNNConfig(**{"vocab_size": vocab_size, **special, **cfg.model})
     if config.vocab_size < vocab_size:
-        raise ValueError(f"model.vocab_size={config.vocab_size} is smaller than the vocabulary ({vocab_size})")
+        raise ConfigError(
+            f"model.vocab_size={config.vocab_size} is smaller than the tokenizer's vocabulary ({vocab_size}); leave "
+            "it out (it follows the tokenizer) or make it at least that"
+        )
     model = LRNNForCausalLM(config)
     if cfg.train.activation_checkpointing == "blocks":
         # Non-reentrant: works with inputs that need no gradient and with FSDP; each LRNNBlock is a
@@ -90,15 +93,17 @@ def main(argv: list[str] | None = None) -> dict:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip() + f"\n\nDefaults and every key: {DEFAULT_CONFIG}")
         raise SystemExit(0)
-    cfg = load_config(argv, base=yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    cfg = load_config(argv, base=read_yaml(DEFAULT_CONFIG.read_text(), str(DEFAULT_CONFIG)))
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     out = Path(cfg.out_dir)
     accelerator = make_accelerator(cfg.train.precision, cfg.logging.trackers, str(out))
     rank, world, main_proc = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
 
-    # The run folder before any work: a fresh run never writes into a used one, a resume only continues its own
-    # run, from a verified checkpoint whose config may differ only where allowed.
+    # The run folder before any work: one process (group) per folder for the life of the run, a fresh run never
+    # writes into a used one, a resume only continues its own run, from a verified checkpoint whose config may
+    # differ only where allowed.
+    lock = lock_out_dir(out, accelerator)  # held until this process ends (or returns, below)
     start = resume.plan_start(out, cfg.resume, cfg.overwrite)
     default_sources(cfg)
     changes = {}
@@ -112,6 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
     accum = batch_plan(cfg, world, data.row_len)
     if data.task is not None:
         data.train.micro_batches_per_step = accum  # a length curriculum counts optimizer steps
+    # What the run reads, by content; a resume refuses data or tokenizer files changed under the same paths.
+    run_config = {**cfg.to_dict(), fingerprint.KEY: fingerprint.run_fingerprints(cfg, data.tokenizer)}
+    input_changes = {}
+    if start.checkpoint is not None:
+        input_changes = resume.check_inputs(start.checkpoint, run_config[fingerprint.KEY], cfg.allow_changed)
     model = build_model(cfg, data.vocab_size, data.special)
     groups = param_groups(model.named_parameters(), model.no_weight_decay(), cfg.optim.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
@@ -121,12 +131,15 @@ def main(argv: list[str] | None = None) -> dict:
     counters, exact = resume.Counters(), True
     if start.checkpoint is not None:
         counters, exact = resume.load(accelerator, start.checkpoint, data.train, cfg.resume_inexact)
+        exact = exact and not input_changes  # other data or tokens under the same position
+        changes |= input_changes
     log = MetricsLog(out, accelerator)
     log.start(counters.step, cfg.to_dict(), cfg.logging.project)
     if start.checkpoint is not None:
         event = {"step": counters.step, "event": "resume", "from": str(start.checkpoint), "exact": exact}
         log({**event, "changed": {k: list(v) for k, v in changes.items()}})
-    unigram = None
+    # A resumed run reports the baseline and the last validation so far until it evaluates again.
+    unigram, last_val = last_evaluation(out) if counters.step > 0 else (None, {})
     if data.tokenizer is not None and data.validation and main_proc and counters.step == 0:
         args = (data.sources, data.tokenizer, cfg.data.seq_len, cfg.train.seed, data.validation, data.vocab_size)
         unigram = unigram_baseline(*args)
@@ -140,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         """Wall time of training over every process of this run (a resumed run counts the time before it too)."""
         return counters.train_seconds + time.time() - start_time
 
-    streak, bad_groups, last_val = 0, [], None  # streak: consecutive non-finite steps
+    streak, bad_groups = 0, []  # streak: consecutive non-finite steps
     progress = tqdm(total=cfg.train.max_steps, initial=counters.step, disable=not (main_proc and cfg.logging.progress))
     model.train()
     while counters.step < cfg.train.max_steps:
@@ -217,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 state = {**counters.__dict__, "train_seconds": elapsed, "data": data.train.state_dict()}
                 keep = cfg.checkpoint.keep_last
-                ckpt.save(accelerator, out / "checkpoints", step, state, start.run_id, cfg.to_dict(), keep)
+                ckpt.save(accelerator, out / "checkpoints", step, state, start.run_id, run_config, keep)
         if stop or timed_out:
             why = f"signal {stop.signal}" if stop else f"train.max_minutes={cfg.train.max_minutes}"
             logger.info("stopping at step %d (%s)", step, why)
@@ -236,6 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+    if lock is not None:
+        lock.release()
     return summary
 
 
@@ -245,6 +260,11 @@ def cli() -> int:
         main()
     except REFUSALS as e:
         print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not ckpt.disk_full(e):
+            raise
+        print(f"train.py: error: disk full: {e}. Free space, then continue with --resume auto.", file=sys.stderr)
         return 2
     return 0
 

@@ -292,7 +292,7 @@ def test_resume_refuses_model_data_and_batch_changes_even_when_named():
     for argv, shown in [
         (["--model={mixer: deltanet, eigval_range: '[0,1]'}"], "model.eigval_range: '[-1,1]' -> '[0,1]'"),
         (["--data.seq_len=128"], "data.seq_len: 256 -> 128"),
-        (["--tokenizer.vocab_size=100"], "tokenizer.vocab_size: 4096 -> 100"),
+        (["--tokenizer.vocab_size=1000"], "tokenizer.vocab_size: 4096 -> 1000"),
         (["--train.micro_batch_size=2"], "train.micro_batch_size: 8 -> 2"),
     ]:
         key = shown.split(":")[0]

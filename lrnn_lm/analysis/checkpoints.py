@@ -25,6 +25,32 @@ class RemoteCodeRefused(ValueError):
     """A checkpoint asks to run its own Python code and the user did not allow it."""
 
 
+class NotACheckpoint(ValueError):
+    """A path given as a checkpoint is not a saved model folder; the message says what it is and what to give."""
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_checkpoint_folder(path: str | Path) -> None:
+    """Refuse, before any loading, a path that is not a folder with a model config and tokenizer files (without
+    this, transformers reads a missing path as a Hub repo id and a folder without tokenizer files as a request
+    for sentencepiece)."""
+    p = Path(path)
+    hint = "give a folder saved by train.py (OUT/final) or by save_pretrained"
+    if not p.exists():
+        raise NotACheckpoint(f"checkpoint {path}: no such file or folder; {hint}")
+    if not p.is_dir():
+        raise NotACheckpoint(f"checkpoint {path}: a file, not a folder; {hint}")
+    if not (p / "config.json").is_file():
+        raise NotACheckpoint(f"checkpoint {path}: no config.json, so not a saved model; {hint}")
+    if not any((p / name).is_file() for name in TOKENIZER_FILES):
+        raise NotACheckpoint(
+            f"checkpoint {path}: no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); OUT/final holds them, "
+            "training checkpoints (OUT/checkpoints/step-*) do not"
+        )
+
+
 def load_checkpoint(
     path: str | Path, device: torch.device, trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

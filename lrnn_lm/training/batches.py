@@ -12,7 +12,7 @@ from typing import Protocol
 
 from .config import RunConfig, SourceConfig
 from .corpus import build_corpus, build_tokenizer
-from .data import DataError, TextPacker, build_text_dataset, collate_rows
+from .data import DataError, TextPacker, build_text_dataset, collate_rows, local_files
 from .task_data import TaskBatches
 
 
@@ -85,6 +85,12 @@ def _names(sources: list[SourceConfig]) -> str:
     return ", ".join(str(s.path) for s in sources)
 
 
+def _packer(stream, tokenizer, seq_len: int, sources: list[SourceConfig]) -> TextPacker:
+    """A packer that names ``sources`` in its errors and knows their local files (to locate a bad line)."""
+    files = [f for s in sources for f in (local_files(s.path) or [])]
+    return TextPacker(stream, tokenizer, seq_len, name=_names(sources), files=files)
+
+
 def build_data(cfg: RunConfig, rank: int, world: int, accelerator) -> Data:
     """This process's share of the training data, the validation batches and the vocabulary."""
     mb = cfg.train.micro_batch_size
@@ -99,11 +105,11 @@ def build_data(cfg: RunConfig, rank: int, world: int, accelerator) -> Data:
         tokenizer = load_tokenizer(cfg)
     seed, seq_len, reset = cfg.train.seed, cfg.data.seq_len, cfg.data.reset_state_at_doc_boundary
     stream = build_text_dataset(cfg.data.sources, rank, world, seed, cfg.data.shuffle_buffer)
-    train = TextBatches(TextPacker(stream, tokenizer, seq_len, name=_names(cfg.data.sources)), mb, reset)
+    train = TextBatches(_packer(stream, tokenizer, seq_len, cfg.data.sources), mb, reset)
     validation = []
     if cfg.data.validation:
         val_stream = build_text_dataset(cfg.data.validation, rank, world, seed, 0)
-        val = TextBatches(TextPacker(val_stream, tokenizer, seq_len, name=_names(cfg.data.validation)), mb, reset)
+        val = TextBatches(_packer(val_stream, tokenizer, seq_len, cfg.data.validation), mb, reset)
         for _ in range(cfg.train.eval_batches):
             validation.append(val.next_batch())
             if val.packer.stats.epochs_completed:

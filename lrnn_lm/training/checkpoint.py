@@ -8,6 +8,7 @@ previous checkpoint is used instead.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -203,8 +204,25 @@ def prune(root: Path, keep_last: int, run_id: str) -> None:
     own = [p for p in list_checkpoints(root) if run_id_of(p) == run_id]
     for old in own[keep_last:]:
         shutil.rmtree(old, ignore_errors=True)
+    remove_temporary(root)
+
+
+def remove_temporary(root: Path) -> None:
+    """Delete unfinished ``.tmp-*`` checkpoint folders (a kill or a full disk mid-write); resume never reads them."""
     for tmp in root.glob(".tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` (or its cause) is a full disk or quota: ``ENOSPC``/``EDQUOT``, or torch's zip writer's
+    ``unexpected pos`` (its report of a short write)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error) or "unexpected pos" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def save(
@@ -220,13 +238,29 @@ def save(
         if tmp.exists():
             shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    (tmp / trainer_state_name(accelerator.process_index)).write_text(json.dumps(trainer_state))
+    try:
+        accelerator.save_state(str(tmp))
+        (tmp / trainer_state_name(accelerator.process_index)).write_text(json.dumps(trainer_state))
+        if main:
+            (tmp / RUN_CONFIG).write_text(json.dumps(run_config, indent=1))
+        accelerator.wait_for_everyone()
+        if main:
+            finalize(tmp, root / name, step, {"run_id": run_id, "world_size": accelerator.num_processes})
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # the space goes back; resume never reads a .tmp-* folder anyway
+        if not disk_full(e):
+            raise
+        previous = newest_valid(root, run_id)
+        intact = (
+            f"the previous checkpoint step {verify(previous)} ({previous}) is intact"
+            if previous
+            else ("there is no earlier checkpoint of this run")
+        )
+        raise CheckpointError(
+            f"disk full while writing checkpoint step {step} in {root}; {intact}. The partial folder was removed. "
+            f"Free space, then continue with --resume auto. ({type(e).__name__}: {e})"
+        ) from e
     if main:
-        (tmp / RUN_CONFIG).write_text(json.dumps(run_config, indent=1))
-    accelerator.wait_for_everyone()
-    if main:
-        finalize(tmp, root / name, step, {"run_id": run_id, "world_size": accelerator.num_processes})
         prune(root, keep_last, run_id)
     accelerator.wait_for_everyone()
     return root / name

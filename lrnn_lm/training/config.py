@@ -15,9 +15,55 @@ from typing import Any, Literal
 
 import yaml
 
+from .corpus import MIN_VOCAB_SIZE
+
+MAX_THREADS = 1024  # train.threads above this is a typo (torch.set_num_threads overflows on huge values)
+
 
 class ConfigError(ValueError):
     """A bad run configuration; the message names the key."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as a config should be read: a duplicate key is an error (PyYAML keeps the last one in silence), and
+    so is an alias (``*name``), which can expand a few lines into gigabytes; configs write values out."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML alias *{event.anchor}: aliases are not allowed in configs "
+                "(they can expand without bound); write the value out"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            line = key_node.start_mark.line + 1
+            try:
+                key = self.construct_object(key_node, deep=True)
+                first = seen.get(key)
+                seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                where = f"line {line}" if first == line else f"lines {first} and {line}"
+                raise ConfigError(
+                    f"duplicate key {key!r} on {where}; YAML would keep only the last one. Write each key once."
+                )
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """``text`` parsed as strict YAML (no duplicate keys, no aliases); any problem is a one-line ConfigError
+    that starts with ``where`` (the file or the override)."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
 @dataclass
@@ -252,7 +298,7 @@ def parse_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, Any]]]
         if key == "config":
             config_path = raw
         else:
-            overrides.append((key, yaml.safe_load(raw) if raw != "" else ""))
+            overrides.append((key, read_yaml(raw, f"--{key}={raw}") if raw != "" else ""))
         i += 1
     return config_path, overrides
 
@@ -265,7 +311,11 @@ def load_config(argv: list[str] | None = None, base: dict | None = None) -> RunC
         path = Path(config_path)
         if not path.is_file():
             raise ConfigError(f"--config: file not found: {config_path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"--config {config_path}: not UTF-8 text ({e}); a config is a YAML file") from None
+        loaded = read_yaml(text, config_path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_path}: the top level must be a mapping")
         tree = loaded
@@ -297,13 +347,19 @@ def validate(cfg: RunConfig) -> None:
         ("data.shuffle_buffer", cfg.data.shuffle_buffer >= 0),
         ("train.eval_batches", cfg.train.eval_batches >= 0),
         ("train.tokens_per_step", cfg.train.tokens_per_step is None or cfg.train.tokens_per_step > 0),
-        ("train.threads", cfg.train.threads is None or cfg.train.threads >= 1),
+        ("train.threads", cfg.train.threads is None or 1 <= cfg.train.threads <= MAX_THREADS),
+        ("train.seed", 0 <= cfg.train.seed < 2**32),  # numpy's seed range, which set_seed also seeds
         ("train.max_minutes", cfg.train.max_minutes is None or cfg.train.max_minutes > 0),
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1),
     ]
     for key, ok in checks:
         if not ok:
             raise ConfigError(f"{key}: invalid value {_lookup(cfg, key)!r}")
+    if cfg.tokenizer.name_or_path is None and cfg.tokenizer.vocab_size < MIN_VOCAB_SIZE:
+        raise ConfigError(
+            f"tokenizer.vocab_size: {cfg.tokenizer.vocab_size} is below {MIN_VOCAB_SIZE}, the byte alphabet (256) "
+            "plus the end-of-text token, which the built-in BPE tokenizer holds before it learns a single merge"
+        )
     if isinstance(cfg.model, dict):
         cfg.model = check_model_keys(cfg.model)
     for i, src in enumerate(cfg.data.sources + cfg.data.validation):
@@ -323,10 +379,22 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"data.task.curriculum_steps: need an integer >= 0, got {ramp!r}")
         if any(n < 1 for n in cfg.data.task.val_lengths) or cfg.data.task.val_num < 1:
             raise ConfigError(f"data.task.val_lengths / val_num: need values >= 1, got {cfg.data.task}")
+        check_task(cfg.data.task)
     if cfg.overwrite != "no" and cfg.resume != "none":
         raise ConfigError(f"overwrite: --overwrite={cfg.overwrite} starts a fresh run; it cannot go with --resume")
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ConfigError(f"resume: checkpoint not found: {cfg.resume}")
+
+
+def check_task(task: TaskConfig) -> None:
+    """Build the task once, so an unknown task, option or option value stops the run before any work."""
+    from ..tasks import get_task
+
+    try:
+        get_task(task.name, **task.options)
+    except (TypeError, KeyError, ValueError) as e:
+        why = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ConfigError(f"data.task: task {task.name!r} with options {task.options}: {why}") from None
 
 
 def check_model_keys(model: dict) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 CORPUS_VERSION = "v1"
 EOS = "<|endoftext|>"
 MIN_DOC_CHARS = 400
+MIN_VOCAB_SIZE = 256 + 1  # the byte-level alphabet and EOS: what the BPE tokenizer holds before any merge
 
 
 def cache_root() -> Path:

@@ -8,7 +8,9 @@ where it stopped, with nothing repeated or skipped.
 
 from __future__ import annotations
 
+import codecs
 import glob
+import json
 import logging
 import os
 from collections import Counter
@@ -28,10 +30,39 @@ class DataError(ValueError):
     """Bad training data: the message names the source and the problem."""
 
 
-def _local_files(path: str | list[str]) -> list[str] | None:
+# .txt files are decoded with this error handler: each undecodable byte run becomes U+FDD0, a Unicode
+# noncharacter (reserved for a program's internal use), so a document holding it had bytes that are not UTF-8,
+# while a valid U+FFFD (common in web text) is kept as the character it is.
+INVALID_UTF8_MARK = "\ufdd0"
+INVALID_UTF8_HANDLER = "lrnn_lm_mark_invalid_utf8"
+codecs.register_error(INVALID_UTF8_HANDLER, lambda err: (INVALID_UTF8_MARK, err.end))
+
+
+def first_bad_json_line(files: list[str]) -> tuple[str, int, str] | None:
+    """The first line of the ``.jsonl``/``.json`` ``files`` that is not a JSON object in UTF-8: (file, line
+    number from 1, why); None when every line reads."""
+    for path in files:
+        if os.path.splitext(path)[1] not in (".jsonl", ".json"):
+            continue
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError) as e:
+                    return path, number, f"{type(e).__name__}: {e}"
+                if not isinstance(row, dict):
+                    return path, number, f"a JSON {type(row).__name__}, not an object"
+    return None
+
+
+def local_files(path: str | list[str]) -> list[str] | None:
     """Resolve local files or globs; None when ``path`` does not look local (then it is a Hub dataset name)."""
     patterns = path if isinstance(path, list) else [path]
-    looks_local = any(os.path.exists(p) or any(c in p for c in "*?[") or os.sep in p for p in patterns)
+    # "org/name" is a Hub dataset unless it exists here; an absolute or ./ path, a glob or a file suffix is local.
+    explicit = ("/", "./", "../", "~")
+    looks_local = any(os.path.exists(p) or any(c in p for c in "*?[") or p.startswith(explicit) for p in patterns)
     looks_local = looks_local or any(os.path.splitext(p)[1] in LOCAL_BUILDERS for p in patterns)
     if not looks_local:
         return None
@@ -48,7 +79,7 @@ def load_source(src: SourceConfig):
     """One source as a streaming ``datasets.IterableDataset`` with a single ``text`` column."""
     from datasets import load_dataset
 
-    files = _local_files(src.path)
+    files = local_files(src.path)
     if files is not None:
         exts = {os.path.splitext(f)[1] for f in files}
         if len(exts) != 1 or next(iter(exts)) not in LOCAL_BUILDERS:
@@ -57,7 +88,7 @@ def load_source(src: SourceConfig):
         empty = [f for f in files if os.path.getsize(f) == 0]
         if empty:
             raise DataError(f"data source {empty[0]}: the file is empty")
-        kwargs = {"sample_by": src.txt_sample_by, "encoding_errors": "replace"} if builder == "text" else {}
+        kwargs = {"sample_by": src.txt_sample_by, "encoding_errors": INVALID_UTF8_HANDLER} if builder == "text" else {}
         try:
             ds = load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
         except (StopIteration, ValueError) as e:  # datasets' json reader meets no row it can read
@@ -138,6 +169,7 @@ class TextPacker:
     epoch: int = 0
     pending: list[int] = field(default_factory=list)  # tokens of the current piece not yet packed
     name: str = "training data"  # for error messages
+    files: list[str] = field(default_factory=list)  # the local files behind the stream, to locate a bad line
     chunk_chars: int = 0  # 0: max(4096, 16 * seq_len)
 
     def __post_init__(self) -> None:
@@ -184,6 +216,8 @@ class TextPacker:
                     f"data source {self.name!r} holds bytes that are not UTF-8 ({e}); .txt sources replace them "
                     "and skip the document, json/parquet files must be re-encoded"
                 ) from e
+            except ValueError as e:  # pyarrow's ArrowInvalid: a json row it cannot parse (no file, no line)
+                raise self._bad_json(e) from e
             except StopIteration:
                 if empty_epoch and self.stats.docs == 0:
                     raise DataError(f"data source {self.name!r} holds no usable document") from None
@@ -195,11 +229,22 @@ class TextPacker:
             if not isinstance(text, str) or not text.strip():
                 self.stats.skipped_empty += 1
                 continue
-            if "\ufffd" in text:
-                # Files are decoded with errors="replace"; a document with undecodable bytes is skipped.
+            if INVALID_UTF8_MARK in text:
+                # .txt files mark undecodable bytes (INVALID_UTF8_HANDLER); such a document is skipped.
                 self.stats.skipped_invalid_utf8 += 1
                 continue
             return text, before
+
+    def _bad_json(self, error: Exception) -> DataError:
+        found = first_bad_json_line(self.files)
+        if found is None:
+            return DataError(f"data source {self.name!r} could not be read: {type(error).__name__}: {error}")
+        path, number, why = found
+        return DataError(
+            f"data source {path}: line {number} is not a valid JSON document ({why}); the run stops here, and a "
+            "resume would stop at the same line. Fix or delete that line, then resume with --allow_changed=[data] "
+            "(the file's content changed; recorded in metrics.jsonl)."
+        )
 
     def _piece_end(self, start: int) -> int:
         text, limit = self._doc, start + self.chunk_chars

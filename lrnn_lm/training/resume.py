@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from . import run_dir
+from . import fingerprint, run_dir
 from .config import completed_with_defaults
 from .run_dir import RunDirError
 
@@ -66,6 +66,7 @@ def prepare_out_dir(out: Path, start: Start, accelerator) -> None:
     if accelerator.is_main_process:
         if start.overwrite != "no":
             run_dir.clear_aside(out, start.overwrite)
+        ckpt.remove_temporary(out / "checkpoints")  # a write cut short (kill, full disk) gives its space back
         run_dir.claim(out, start.run_id)
     accelerator.wait_for_everyone()
 
@@ -179,6 +180,90 @@ def check_world_size(saved: int, world: int) -> None:
         )
 
 
+def load_random_states(path: Path) -> dict:
+    """The random states accelerate saved in ``path``, unpickled with ``weights_only=True``: only tensors, numbers,
+    containers and the numpy types a generator state needs (the allow-list accelerate itself loads them with) are
+    rebuilt, so a planted pickle cannot run code. A file that asks for anything else raises
+    :class:`~lrnn_lm.training.checkpoint.CheckpointError` naming it; an unreadable one raises as torch does."""
+    import pickle
+
+    import torch
+    from accelerate.utils.other import TORCH_SAFE_GLOBALS
+
+    try:
+        with torch.serialization.safe_globals(TORCH_SAFE_GLOBALS):
+            states = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e.__context__ or e)
+        if "GLOBAL" in reason:  # the pickle names a function or class outside the allow-list: it wants to run code
+            raise ckpt.CheckpointError(
+                f"{path}: refusing to unpickle it: it holds more than random states ({reason.strip()}); a "
+                "checkpoint never runs code on resume. Delete this checkpoint or resume from another one."
+            ) from None
+        raise
+    if not isinstance(states, dict):
+        raise ckpt.CheckpointError(f"{path}: not a dict of random states")
+    return states
+
+
+def _dcp_metadata_global(module: str, name: str):
+    """What a sharded (FSDP/DCP) checkpoint's ``.metadata`` pickle may name: DCP's own metadata classes, torch
+    dtypes and ``Size``, a path; anything else (a function such as ``os.system``) is refused."""
+    import importlib
+
+    import torch
+
+    if module in ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem"):
+        obj = getattr(importlib.import_module(module), name, None)
+        if isinstance(obj, type) and obj.__module__ == module:
+            return obj
+    if module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)):
+        return getattr(torch, name)
+    if (module, name) == ("torch.serialization", "_get_layout"):
+        return torch.serialization._get_layout
+    if module == "pathlib" and name in ("PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"):
+        return getattr(importlib.import_module(module), name)
+    return None
+
+
+def check_dcp_metadata(path: Path) -> None:
+    """Read a DCP ``.metadata`` file (torch reads it with plain ``pickle.load``) with only the globals it needs,
+    so that a planted one is refused, naming the file, before torch unpickles it."""
+    import pickle
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            found = _dcp_metadata_global(module, name)
+            if found is None:
+                raise ckpt.CheckpointError(
+                    f"{path}: refusing to unpickle it: it names {module}.{name}, which a sharded checkpoint's "
+                    "metadata never holds; a checkpoint never runs code on resume"
+                )
+            return found
+
+    with open(path, "rb") as f:
+        try:
+            Restricted(f).load()
+        except ckpt.CheckpointError:
+            raise
+        except Exception as e:
+            raise ckpt.CheckpointError(f"{path}: unreadable sharded-checkpoint metadata: {e}") from None
+
+
+def check_pickles(checkpoint: Path, world: int) -> None:
+    """Refuse a checkpoint whose pickles ask to run code, before accelerate or torch read any of them: the
+    random states of every process, and the metadata of a sharded (FSDP) layout."""
+    for meta in sorted(checkpoint.rglob(".metadata")):
+        check_dcp_metadata(meta)
+    for rank in range(world):
+        try:
+            load_random_states(checkpoint / f"random_states_{rank}.pkl")
+        except ckpt.CheckpointError:
+            raise
+        except Exception:  # unreadable states: load() reports them as a resume that cannot be exact
+            pass
+
+
 def random_states_restored(checkpoint: Path, rank: int) -> bool:
     """Whether ``accelerator.load_state`` really restored this process's random states (it only logs a failure):
     the current torch and Python generator states must equal the saved ones."""
@@ -187,17 +272,38 @@ def random_states_restored(checkpoint: Path, rank: int) -> bool:
     import torch
 
     try:
-        saved = torch.load(checkpoint / f"random_states_{rank}.pkl", weights_only=False)
+        saved = load_random_states(checkpoint / f"random_states_{rank}.pkl")
         torch_ok = torch.equal(torch.get_rng_state(), saved["torch_manual_seed"])
         return bool(torch_ok and random.getstate() == saved["random_state"])
-    except Exception:  # unreadable, unpicklable or missing states all mean the same: no exact resume
+    except Exception:  # unreadable or missing states all mean the same: no exact resume
         return False
 
 
 def check_resume(checkpoint: Path, cfg_dict: dict, world: int, allowed: list[str]) -> dict[str, tuple]:
     """All checks a verified checkpoint must pass before it continues this run; returns the allowed changes."""
     check_world_size(ckpt.read_manifest(checkpoint)["world_size"], world)
-    return check_changes(ckpt.load_json(checkpoint, ckpt.RUN_CONFIG), cfg_dict, allowed)
+    check_pickles(checkpoint, world)
+    saved = ckpt.load_json(checkpoint, ckpt.RUN_CONFIG)
+    saved.pop(fingerprint.KEY, None)  # compared by check_inputs, once the tokenizer is loaded
+    # "data" and "tokenizer" in --allow_changed name changed file content, not config sections.
+    return check_changes(saved, cfg_dict, [a for a in allowed if a not in fingerprint.GROUPS])
+
+
+def check_inputs(checkpoint: Path, now: dict, allowed: list[str]) -> dict[str, tuple]:
+    """Refuse a resume whose data or tokenizer files changed content since the checkpoint, unless the group is
+    named in ``--allow_changed``; return the allowed changes as ``{"data:<file>": (then, now)}``."""
+    saved = ckpt.load_json(checkpoint, ckpt.RUN_CONFIG).get(fingerprint.KEY)
+    changes = fingerprint.input_changes(saved, now)
+    refused = {g: files for g, files in changes.items() if g not in allowed}
+    if refused:
+        lines = [f"  {g} file {f}: {old} -> {new}" for g, files in refused.items() for f, (old, new) in files.items()]
+        raise ResumeError(
+            "the content of files this run reads changed since the checkpoint (same paths, other bytes):\n"
+            + "\n".join(lines)
+            + f"\nRestore them, or, if the change is intended, name it: --allow_changed=[{','.join(refused)}] "
+            "(recorded in metrics.jsonl; the resume is then not exact)."
+        )
+    return {f"{g}:{f}": pair for g, files in changes.items() for f, pair in files.items()}
 
 
 @dataclass

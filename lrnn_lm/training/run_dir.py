@@ -110,6 +110,28 @@ def trim_metrics(out: Path, step: int) -> int:
     return dropped
 
 
+def last_evaluation(out: Path) -> tuple[float | None, dict]:
+    """From ``metrics.jsonl``: the unigram baseline loss (logged once, at step 0) and the fields of the last
+    validation record (``val_*``, ``long_val_*``), so a resumed run that evaluates no more still reports them."""
+    path = out / METRICS
+    unigram, last = None, {}
+    if not path.is_file():
+        return unigram, last
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        if "unigram_val_loss" in rec:
+            unigram = rec["unigram_val_loss"]
+        evaluated = {k: v for k, v in rec.items() if k.startswith(("val_", "long_val_"))}
+        if evaluated:
+            last = evaluated
+    return unigram, last
+
+
 class MetricsLog:
     """``metrics.jsonl`` (one JSON record per line, main process only) and the trackers."""
 
