@@ -162,3 +162,18 @@ def test_only_trains_the_selected_runs_and_reports_the_rest_as_not_run(tmp_path,
     cells = results["tasks"]["parity"]["cells"]
     assert cells["DeltaNet [-1,1]"]["test"]["n"] == 1 and cells["Mamba [0,1]"]["test"] is None
     assert "Not run yet (left out by --only" in (out / "table.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seeds: [0]\nseeds: [1]\n", "duplicate key 'seeds' on lines 1 and 2"),
+        ("base: &b [0, 1]\nseeds: *b\n", "alias"),
+    ],
+)
+def test_a_sweep_file_is_read_strictly_as_train_configs_are(tmp_path, text, message):
+    """A duplicate key would silently drop the first; an alias can blow up memory: both are refused, naming the file."""
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(text)
+    with pytest.raises(SweepError, match=f"{spec}.*{message}"):
+        load_sweep(spec)

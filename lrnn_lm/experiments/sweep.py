@@ -121,10 +121,13 @@ def load_sweep(path: str | Path, out_root: str | None = None, train_script: str 
 
     Config paths in the file and ``train_script`` are relative to the working directory (the repository root)."""
     from ..tasks import get_task
-    from ..training.config import ConfigError, load_config
+    from ..training.config import ConfigError, load_config, read_yaml
 
     script = _resolve(str(train_script), "train script")
-    spec = yaml.safe_load(Path(path).read_text()) or {}
+    try:  # strict, as train.py reads its configs: a duplicate key or an alias is refused, naming the file
+        spec = read_yaml(Path(path).read_text(), str(path)) or {}
+    except ConfigError as e:
+        raise SweepError(str(e)) from None
     unknown = set(spec) - {"out_root", "ranges", "seeds", "overrides", "models", "evaluate"}
     if unknown:
         raise SweepError(f"{path}: unknown key {sorted(unknown)[0]!r}")
