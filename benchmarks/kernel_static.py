@@ -284,19 +284,21 @@ def _selective_scan_pair(d_inner: int, n_state: int, softplus: bool) -> list[Ker
 
     cfg = scan._config(d_inner, n_state, torch.device("cuda"))
     bf16, f32 = torch.bfloat16, torch.float32
+    # B and C as the wrapper passes them (fp32 copies); model activations in bf16; A, D, dt_bias fp32 parameters.
+    seq = {"X": bf16, "DT": bf16, "A": f32, "Bm": f32, "Cm": f32, "Dv": f32, "Z": bf16}
     common = {"T": 2048, "DIM": d_inner, "NST": n_state, "NEGATIVE_EIGVALS": True, "HAS_D": True, "HAS_Z": True}
-    common |= {"IS_VARLEN": False, "BLOCK_T": cfg["BLOCK_T"], "BLOCK_N": cfg["BLOCK_N"], "CU": None}
-    common |= {"CHUNK_OFF": None, "TILES_PER_CHUNK": scan.CHUNK // cfg["BLOCK_T"]}
+    common |= {"IS_VARLEN": False, "BLOCK_N": cfg["BLOCK_N"], "CU": None, "CHUNK_OFF": None}
+    common |= {"EVEN_N": cfg["BLOCK_N"] == n_state}
     common |= {"DTB": f32 if softplus else None, "HAS_DT_BIAS": softplus, "DT_SOFTPLUS": softplus}
     suffix = ".dt_softplus" if softplus else ""
-    seq = {"X": bf16, "DT": bf16, "A": f32, "Bm": bf16, "Cm": bf16, "Dv": f32, "Z": bf16}
     fwd = KernelSpec(
         name="selective_scan.fwd" + suffix,
         kernel="selective_scan.triton:_selective_scan_fwd_kernel",
         args=seq
         | common
         | {"Y": bf16, "H0": None, "HT": None, "CKPT": f32, "HAS_H0": False, "STORE_HT": False}
-        | {"STORE_CKPT": True, "BLOCK_D": cfg["BLOCK_D"]},
+        | {"STORE_CKPT": True, "BLOCK_D": cfg["BLOCK_D"], "BLOCK_T": cfg["BLOCK_T"]}
+        | {"TILES_PER_CHUNK": scan.CHUNK // cfg["BLOCK_T"]},
         num_warps=cfg["num_warps"],
         elements=cfg["BLOCK_T"] * cfg["BLOCK_D"] * cfg["BLOCK_N"],
         element="(t, d, n)",
@@ -307,19 +309,12 @@ def _selective_scan_pair(d_inner: int, n_state: int, softplus: bool) -> list[Ker
         args=seq
         | common
         | {"DY": bf16, "DHT": None, "CKPT": f32, "SCRATCH": f32, "DX": bf16, "DDT": bf16, "DZ": bf16}
-        | {
-            "DB": f32,
-            "DC": f32,
-            "DA_PART": f32,
-            "DD_PART": f32,
-            "DDTB_PART": f32 if softplus else None,
-            "DH0": None,
-            "HAS_DHT": False,
-        }
-        | {"STORE_DH0": False, "BLOCK_D": cfg["BLOCK_D_BWD"]},
+        | {"DB": f32, "DC": f32, "DA_PART": f32, "DD_PART": f32, "DDTB_PART": f32 if softplus else None, "DH0": None}
+        | {"HAS_DHT": False, "STORE_DH0": False, "BLOCK_D": cfg["BLOCK_D_BWD"], "BLOCK_T": cfg["BLOCK_T_BWD"]}
+        | {"TILES_PER_CHUNK": scan.CHUNK // cfg["BLOCK_T_BWD"], "RED_LANES": cfg["RED_LANES"]},
         num_warps=cfg["num_warps_bwd"],
-        # Both loops (recompute a chunk's tile-start states; the reverse pass) run about once per tile.
-        elements=cfg["BLOCK_T"] * cfg["BLOCK_D_BWD"] * cfg["BLOCK_N"],
+        # Both loops (replay a chunk's tile-start states; the reverse pass) run about once per tile.
+        elements=cfg["BLOCK_T_BWD"] * cfg["BLOCK_D_BWD"] * cfg["BLOCK_N"],
         element="(t, d, n)",
     )
     return [fwd, bwd]
