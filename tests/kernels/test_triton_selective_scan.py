@@ -157,6 +157,23 @@ def test_several_channel_blocks(monkeypatch, negative, varlen):
         _check(_inputs(2, 100, 7, 3, dtype=torch.float32), negative=negative)
 
 
+@pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
+def test_gpu_tiling_n16(monkeypatch, negative):
+    """The tiling the GPU runs at N = 16 (forward tiles of 4 steps, backward tiles of 1 step: every row is both the
+    first and the last of its tile), with 4 lanes summed before the dB/dC atomics, over 2 channel programs."""
+    from lrnn_lm.kernels.selective_scan import triton as scan_triton
+
+    gpu_config = scan_triton._config
+
+    def gpu_like(d, n, device):
+        cfg = gpu_config(d, n, torch.device("cuda"))
+        return cfg | {"BLOCK_D": 8, "BLOCK_D_BWD": 8}
+
+    monkeypatch.setattr(scan_triton, "_config", gpu_like)
+    assert gpu_like(9, 16, None)["BLOCK_T_BWD"] == 1 and gpu_like(9, 16, None)["RED_LANES"] == 4
+    _check(_inputs(2, 23, 9, 16, dtype=torch.float32, seed=5), negative=negative)
+
+
 def _raw_dt_inputs(batch, T, d, N, *, dtype, seed=0, n_seq=None, with_bias=True):
     """Inputs where ``dt`` is the raw projection (any sign, in ``dtype``) and ``dt_bias`` an fp32 parameter.
 
