@@ -231,6 +231,15 @@ def innermost_loops(back: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(s, e) for s, e in regions if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in regions)]
 
 
+def _source(kernel: str) -> str:
+    """The kernel's file, relative to this checkout when it lies inside it (reports name no machine's paths)."""
+    path = Path(importlib.import_module(f"lrnn_lm.kernels.{kernel.partition(':')[0]}").__file__)
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def analyse(spec: KernelSpec, sass_dir: Path | None = None) -> dict[str, object]:
     compiled = compile_spec(spec)
     cubin = compiled.asm["cubin"]
@@ -251,7 +260,7 @@ def analyse(spec: KernelSpec, sass_dir: Path | None = None) -> dict[str, object]
     return {
         "name": spec.name,
         "kernel": spec.kernel,
-        "source": str(Path(importlib.import_module(f"lrnn_lm.kernels.{spec.kernel.partition(':')[0]}").__file__)),
+        "source": _source(spec.kernel),
         "num_warps": spec.num_warps,
         "registers": res["registers"],
         "spill_bytes": res["local_bytes"] + res["stack_bytes"],
