@@ -15,10 +15,11 @@ Layout. One program owns one sequence and ``BLOCK_D = 32 * num_warps`` channels,
 walks time in tiles of ``BLOCK_T`` steps. Tiles are ``[BLOCK_T, BLOCK_N, BLOCK_D]`` with the channel the
 fastest (distributed) axis, so each thread holds the whole ``BLOCK_T x N`` block of its channel: the scan along
 time (``tl.associative_scan``, lowered to a serial in-thread loop), the sum over ``N`` for ``y`` and the tile's
-last row are all in-thread, with no shuffles and no shared memory. ``x``, ``dt``, ``z`` (and ``dy``) are loaded
-one row of 32 consecutive channels per warp (coalesced); the next tile's rows are loaded before the current tile
-is computed (prefetch), so their latency overlaps the tile's arithmetic. ``B`` and ``C`` rows are the same for
-every channel (an L1 broadcast).
+last row are all in-thread, with no shuffles (shared memory only carries the loaded rows into that layout).
+``x``, ``dt``, ``z`` (and ``dy``) are loaded one row of 32 consecutive channels per warp (coalesced); the next
+tile's rows are loaded before the current tile is computed (prefetch), so their latency overlaps the tile's
+arithmetic. ``B`` and ``C`` rows are the same for every channel: the wrapper passes fp32 copies (N / d_inner of
+``x``'s size), so no thread converts them, and the compiler broadcasts them through shared memory.
 
 Recurrence ``h_t = a_t h_{t-1} + u_t`` with ``u_t = dt_t x_t B_t``: inside a tile a scan over (gate, input)
 pairs, products and sums only, so exact in sign (no ``log a``) and at ``a = 0``. The state entering a tile is
