@@ -498,12 +498,16 @@ def _config(d_inner: int, n_state: int, device: torch.device) -> dict[str, int]:
     block_n = triton.next_power_of_2(n_state)
     warps = 1
     block_d = 32 * warps
+    block_t, block_t_bwd = max(1, 64 // block_n), max(1, 16 // block_n)
     if device.type != "cuda":
-        # Under the CPU interpreter every tile element costs Python work: do not pad tiny test widths.
+        # Under the CPU interpreter every tile element and every loop step costs Python work: do not pad tiny test
+        # widths, and walk the backward in the forward's longer tiles (registers do not matter there). The GPU's
+        # tiling is tested by forcing it (tests/kernels/test_triton_selective_scan.py).
         block_d = min(block_d, triton.next_power_of_2(d_inner))
+        block_t_bwd = block_t
     return {
-        "BLOCK_T": max(1, 64 // block_n),
-        "BLOCK_T_BWD": max(1, 16 // block_n),
+        "BLOCK_T": block_t,
+        "BLOCK_T_BWD": block_t_bwd,
         "BLOCK_N": block_n,
         "BLOCK_D": block_d,
         "num_warps": warps,
