@@ -231,6 +231,15 @@ def innermost_loops(back: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(s, e) for s, e in regions if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in regions)]
 
 
+def _source(kernel: str) -> str:
+    """The kernel's file, relative to this checkout when it lies inside it (reports name no machine's paths)."""
+    path = Path(importlib.import_module(f"lrnn_lm.kernels.{kernel.partition(':')[0]}").__file__)
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def analyse(spec: KernelSpec, sass_dir: Path | None = None) -> dict[str, object]:
     compiled = compile_spec(spec)
     cubin = compiled.asm["cubin"]
@@ -251,7 +260,7 @@ def analyse(spec: KernelSpec, sass_dir: Path | None = None) -> dict[str, object]
     return {
         "name": spec.name,
         "kernel": spec.kernel,
-        "source": str(Path(importlib.import_module(f"lrnn_lm.kernels.{spec.kernel.partition(':')[0]}").__file__)),
+        "source": _source(spec.kernel),
         "num_warps": spec.num_warps,
         "registers": res["registers"],
         "spill_bytes": res["local_bytes"] + res["stack_bytes"],
@@ -284,19 +293,21 @@ def _selective_scan_pair(d_inner: int, n_state: int, softplus: bool) -> list[Ker
 
     cfg = scan._config(d_inner, n_state, torch.device("cuda"))
     bf16, f32 = torch.bfloat16, torch.float32
+    # B and C as the wrapper passes them (fp32 copies); model activations in bf16; A, D, dt_bias fp32 parameters.
+    seq = {"X": bf16, "DT": bf16, "A": f32, "Bm": f32, "Cm": f32, "Dv": f32, "Z": bf16}
     common = {"T": 2048, "DIM": d_inner, "NST": n_state, "NEGATIVE_EIGVALS": True, "HAS_D": True, "HAS_Z": True}
-    common |= {"IS_VARLEN": False, "BLOCK_T": cfg["BLOCK_T"], "BLOCK_N": cfg["BLOCK_N"], "CU": None}
-    common |= {"CHUNK_OFF": None, "TILES_PER_CHUNK": scan.CHUNK // cfg["BLOCK_T"]}
+    common |= {"IS_VARLEN": False, "BLOCK_N": cfg["BLOCK_N"], "CU": None, "CHUNK_OFF": None}
+    common |= {"EVEN_N": cfg["BLOCK_N"] == n_state}
     common |= {"DTB": f32 if softplus else None, "HAS_DT_BIAS": softplus, "DT_SOFTPLUS": softplus}
     suffix = ".dt_softplus" if softplus else ""
-    seq = {"X": bf16, "DT": bf16, "A": f32, "Bm": bf16, "Cm": bf16, "Dv": f32, "Z": bf16}
     fwd = KernelSpec(
         name="selective_scan.fwd" + suffix,
         kernel="selective_scan.triton:_selective_scan_fwd_kernel",
         args=seq
         | common
         | {"Y": bf16, "H0": None, "HT": None, "CKPT": f32, "HAS_H0": False, "STORE_HT": False}
-        | {"STORE_CKPT": True, "BLOCK_D": cfg["BLOCK_D"]},
+        | {"STORE_CKPT": True, "BLOCK_D": cfg["BLOCK_D"], "BLOCK_T": cfg["BLOCK_T"]}
+        | {"TILES_PER_CHUNK": scan.CHUNK // cfg["BLOCK_T"]},
         num_warps=cfg["num_warps"],
         elements=cfg["BLOCK_T"] * cfg["BLOCK_D"] * cfg["BLOCK_N"],
         element="(t, d, n)",
@@ -307,19 +318,12 @@ def _selective_scan_pair(d_inner: int, n_state: int, softplus: bool) -> list[Ker
         args=seq
         | common
         | {"DY": bf16, "DHT": None, "CKPT": f32, "SCRATCH": f32, "DX": bf16, "DDT": bf16, "DZ": bf16}
-        | {
-            "DB": f32,
-            "DC": f32,
-            "DA_PART": f32,
-            "DD_PART": f32,
-            "DDTB_PART": f32 if softplus else None,
-            "DH0": None,
-            "HAS_DHT": False,
-        }
-        | {"STORE_DH0": False, "BLOCK_D": cfg["BLOCK_D_BWD"]},
+        | {"DB": f32, "DC": f32, "DA_PART": f32, "DD_PART": f32, "DDTB_PART": f32 if softplus else None, "DH0": None}
+        | {"HAS_DHT": False, "STORE_DH0": False, "BLOCK_D": cfg["BLOCK_D_BWD"], "BLOCK_T": cfg["BLOCK_T_BWD"]}
+        | {"TILES_PER_CHUNK": scan.CHUNK // cfg["BLOCK_T_BWD"], "RED_LANES": cfg["RED_LANES"]},
         num_warps=cfg["num_warps_bwd"],
-        # Both loops (recompute a chunk's tile-start states; the reverse pass) run about once per tile.
-        elements=cfg["BLOCK_T"] * cfg["BLOCK_D_BWD"] * cfg["BLOCK_N"],
+        # Both loops (replay a chunk's tile-start states; the reverse pass) run about once per tile.
+        elements=cfg["BLOCK_T_BWD"] * cfg["BLOCK_D_BWD"] * cfg["BLOCK_N"],
         element="(t, d, n)",
     )
     return [fwd, bwd]

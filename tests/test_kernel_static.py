@@ -37,6 +37,9 @@ def test_selective_scan_forward_compiles_without_spills(kernel_static):
     spec = next(s for s in kernel_static.specs() if s.name == "selective_scan.fwd")
     r = kernel_static.analyse(spec)
     assert r["spill_bytes"] == 0, r
+    # Channels across the threads, time and state in-thread: the scan, the sum over N and the last row need no
+    # shuffle (the layout regressing to a cross-lane N would show up here first).
+    assert r["hot_loop_counts"]["shfl"] == 0, r["hot_loop_counts"]
     assert 0 < r["registers"] <= 255
     assert r["hot_loop_instr"] > 0 and r["instr_per_element"] > 0
     # One exp per (t, d, n) element: each thread runs at least elements / threads MUFU instructions per tile.

@@ -2,28 +2,65 @@
 
 Shapes (batch-first, as in :func:`selective_scan_naive`, the specification):
 
-- ``x, dt, z``: ``[batch, T, d_inner]``; ``A``: ``[d_inner, N]``; ``B, C``: ``[batch, T, N]``; ``D``: ``[d_inner]``;
+- ``x, dt, z``: ``[batch, T, d_inner]``; ``A``: ``[d_inner, N]``; ``B, C``: ``[batch, T, N]``;
+  ``D, dt_bias``: ``[d_inner]``;
 - ``initial_state`` and the final state: ``[n_seq, d_inner, N]`` with ``n_seq = batch``, or the number of
   packed sequences when ``cu_seqlens`` (``[n_seq + 1]`` offsets, ``batch == 1``) is given.
 
 Inputs may be bf16, fp16 or fp32 (each tensor its own dtype); gates, states and every accumulation are fp32.
-``y`` comes back in ``x.dtype``, the final state in fp32, and every gradient in its input's dtype.
+``y`` comes back in ``x.dtype``, the final state in fp32, and every gradient in its input's dtype. ``dt`` may be
+the raw projection: ``dt_bias`` and ``softplus`` (``dt_softplus``) are applied inside both kernels.
 
-Algorithm. One program owns one sequence (a batch row or a packed sequence) and ``BLOCK_D`` channels with all
-``N`` state entries, and walks time in tiles of ``BLOCK_T`` steps. Inside a tile the recurrence
-``h_t = a_t h_{t-1} + u_t`` is a ``tl.associative_scan`` over (gate, input) pairs along time: products and sums
-only, so it is exact in sign (no ``log a``) and at ``a = 0``. The state carried between tiles enters the scan
-as the first tile row's input. The forward stores the state every ``CHUNK`` steps when gradients are needed.
-The backward walks the chunks from the end: it recomputes the tile-start states of one chunk from its
-checkpoint into a small per-program scratch buffer, then runs the tiles in reverse, each with a forward scan
-for ``h_{t-1}`` and a reverse scan for ``g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1}``. Memory is therefore
-``O(T * d_inner)`` for the saved inputs plus ``T / CHUNK`` states, never all ``T`` states.
+Layout. One program owns one sequence and ``BLOCK_D = 32 * num_warps`` channels, one channel per thread, and
+walks time in tiles of ``BLOCK_T`` steps. Tiles are ``[BLOCK_T, BLOCK_N, BLOCK_D]`` with the channel the
+fastest (distributed) axis, so each thread holds the whole ``BLOCK_T x N`` block of its channel: the scan along
+time (``tl.associative_scan``, lowered to a serial in-thread loop), the sum over ``N`` for ``y`` and the tile's
+last row are all in-thread, with no shuffles (shared memory only carries the loaded rows into that layout).
+``x``, ``dt``, ``z`` (and ``dy``) are loaded one row of 32 consecutive channels per warp (coalesced); the next
+tile's rows are loaded before the current tile is computed (prefetch), so their latency overlaps the tile's
+arithmetic. ``B`` and ``C`` rows are the same for every channel: the wrapper passes fp32 copies (N / d_inner of
+``x``'s size), so no thread converts them, and the compiler broadcasts them through shared memory.
 
-``dB`` and ``dC`` reduce over channels, which several programs own, so they are accumulated with fp32 atomics
-(as mamba_ssm's CUDA backward does); ``dA`` and ``D``'s gradient reduce over time inside a program and over
-sequences in torch. ``negative_eigvals`` is a compile-time flag of the same kernels: the gate is
-``2 exp(s) - 1`` with ``s = dt A``, and its derivative is computed directly as ``2 exp(s)`` (``= a + 1``,
-without the cancellation of ``a + 1`` near ``a = -1``).
+Recurrence ``h_t = a_t h_{t-1} + u_t`` with ``u_t = dt_t x_t B_t``: inside a tile a scan over (gate, input)
+pairs, products and sums only, so exact in sign (no ``log a``) and at ``a = 0``. The state entering a tile is
+added to the first row's input (``u_0 + a_0 h_prev``): with the time axis in-thread the row index of every
+register is a compile-time constant, so this touches only the first row, and the scan's cumulative gate
+product is dead code (never computed). Carrying ``h_scan + cumprod(a) * h_prev`` instead compiled to 12.0
+SASS instructions per (t, d, n) against 10.5 for the seeded row (sm_90, N = 16, signed gate).
+
+Backward. The forward stores the state every ``CHUNK`` steps when gradients are needed. The backward walks the
+chunks from the end: it replays one chunk from its checkpoint to get each tile's start state (kept in a small
+per-program scratch buffer), then runs that chunk's tiles in reverse. Per tile it computes ``e = exp(dt A)``
+once and derives the gate ``a`` and its derivative (``a`` itself, or ``2 e`` for the signed gate, without the
+cancellation of ``a + 1`` near ``a = -1``) from it; one forward scan gives ``h_t`` and, through a second pair
+in the scan element (the element's map without its last step), ``h_{t-1}`` with no shifted reload; for the
+``[0, 1]`` range ``a_t h_{t-1} = h_t - u_t`` is used instead, as mamba_ssm does. The gradient
+``g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1}`` comes from one reverse scan of ``G_t = a_t g_t`` (whose gate is
+``a_t``, not the shifted ``a_{t+1}``), with ``g_t = dy_t C_t + G_{t+1}`` read from the same exclusive pair.
+``dB`` and ``dC`` sum over channels, which many programs own: each program first sums groups of
+``RED_LANES`` neighbouring channels with in-warp shuffles, then adds each group's value with one fp32 atomic.
+``dA``, ``D``'s and ``dt_bias``'s gradients reduce over time inside the thread and over sequences in torch.
+Memory: ``O(T * d_inner)`` saved inputs plus ``T / CHUNK`` states.
+
+Roofline (H100/H200, sm_90). Per (t, d, n) element the forward needs one exponential (MUFU.EX2, issued at 16
+per SM per clock: 132 SMs x 16 x 1.83 GHz ~ 3.9e12/s, the figure of the FlashAttention-3 paper) and about 4-5
+FP32 FMA-pipe operations (the ``dt A`` product, the signed map, ``u``, the scan step, ``y``'s multiply-add;
+128 per SM per clock, 8x the MUFU rate), so the MUFU bound is the binding arithmetic one. Per (t, d) it moves
+``x, dt, z, y`` (4 x 2 bytes in bf16); ``B`` and ``C`` are shared by all channels. At B 8, T 2048,
+d_inner 2048, N 16:
+
+- bytes: 8 * 2048 * 2048 * 8 B = 268 MB (+ checkpoints 8 * 32 * 2048 * 16 * 4 B = 34 MB in training) -> at
+  4.8 TB/s (H200) 56-63 us, at 3.35 TB/s (H100) 80-90 us;
+- exponentials: 8 * 2048 * 2048 * 16 = 537M -> 138 us at 3.9e12/s;
+- so the forward is bound by the special-function unit, not by memory: roofline ``max(bytes / BW,
+  exps / SFU) = 138 us``, about 41% of HBM bandwidth at best. The backward does two exponentials per element
+  (replay and reverse pass), so its roofline is 276 us; it moves ``x, dt, z, dy`` in, ``dx, ddt, dz`` out and
+  ``x, dt`` again for the replay (9 x 2 B per (t, d)): 604 MB, 126 us at 4.8 TB/s.
+
+Each thread's serial dependence is one multiply-add per step and state; the parallelism is ``batch * d_inner``
+threads (16K at the shape above, 4 warps per SM), so the per-thread ILP over ``N`` and the prefetch carry the
+latency hiding; whether that reaches the roofline is for a GPU run to show. Static instruction counts:
+``python benchmarks/kernel_static.py --only selective_scan``.
 """
 
 from __future__ import annotations
@@ -32,24 +69,24 @@ import torch
 import triton
 import triton.language as tl
 
-# Steps between stored states. A multiple of the tile length; the backward recomputes at most CHUNK steps.
+# Steps between stored states. A multiple of the tile length; the backward replays at most CHUNK steps.
 CHUNK = 64
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
 def _combine(a1, b1, a2, b2):
-    # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2. Associative, not commutative.
+    # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2. Associative, not commutative. In a reverse scan the
+    # later segment is applied first, so the same function serves both directions.
     return a1 * a2, a2 * b1 + b2
 
 
 @triton.jit
-def _gate(s, NEGATIVE_EIGVALS: tl.constexpr):
-    """Gate ``a`` and ``da/ds`` for ``s = dt * A``."""
-    e = tl.exp(s)
-    if NEGATIVE_EIGVALS:
-        return 2.0 * e - 1.0, 2.0 * e
-    else:
-        return e, e
+def _combine_keep_previous(a1, b1, p1, q1, a2, b2, p2, q2):
+    # (a, b): the segment's map h -> a h + b; (p, q): the same segment's map without its last-applied step.
+    # A single step is (a_t, u_t, 1, -0), so the scan gives the state after step t and, in (p, q), before it.
+    return a1 * a2, a2 * b1 + b2, a1 * p2, p2 * b1 + q2
 
 
 @triton.jit
@@ -93,52 +130,79 @@ def _seq_bounds(CU, CHUNK_OFF, i_n, T, IS_VARLEN: tl.constexpr, CHUNK_T: tl.cons
 
 
 @triton.jit
-def _tile_states(
-    X,
-    DT,
-    Bm,
-    A_blk,
-    dtb_blk,
-    h,
-    bos,
-    t0,
-    L,
-    o_d,
-    m_d,
-    o_n,
-    m_n,
-    DIM,
-    NST,
-    NEGATIVE_EIGVALS: tl.constexpr,
-    HAS_DT_BIAS: tl.constexpr,
-    DT_SOFTPLUS: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-):
-    """States ``h_t`` of the tile starting at relative step ``t0`` from the state ``h`` before it.
-
-    Rows past the sequence end load ``dt = 0``, i.e. gate 1 and input 0, so they carry the last state.
-    Returns ``(hs [BLOCK_T, BLOCK_D, BLOCK_N], dt [BLOCK_T, BLOCK_D], x [BLOCK_T, BLOCK_D])``.
-    """
-    r = tl.arange(0, BLOCK_T)
-    t = t0 + r
-    m_t = t < L
-    rows = bos + t
-    m_td = m_t[:, None] & m_d[None, :]
-    x = tl.load(X + rows[:, None] * DIM + o_d[None, :], mask=m_td, other=0.0).to(tl.float32)
-    dt = tl.load(DT + rows[:, None] * DIM + o_d[None, :], mask=m_td, other=0.0).to(tl.float32)
-    dt, _ = _step_size(dt, dtb_blk[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS)
-    b = tl.load(Bm + rows[:, None] * NST + o_n[None, :], mask=m_t[:, None] & m_n[None, :], other=0.0).to(tl.float32)
-    a, _ = _gate(dt[:, :, None] * A_blk[None, :, :], NEGATIVE_EIGVALS)
-    u = (dt * x)[:, :, None] * b[:, None, :]
-    u = tl.where(r[:, None, None] == 0, u + a * h[None, :, :], u)
-    _, hs = tl.associative_scan((a, u), 0, _combine)
-    return hs, dt, x
+def _load_rows(P, bos, t0, L, o_d, m_d, DIM, BLOCK_T: tl.constexpr):
+    """Rows ``t0 .. t0 + BLOCK_T`` of a ``[rows, DIM]`` tensor at channels ``o_d`` as fp32 ``[BLOCK_T, BLOCK_D]``;
+    0 past the sequence end."""
+    t = t0 + tl.arange(0, BLOCK_T)
+    m = (t < L)[:, None] & m_d[None, :]
+    return tl.load(P + (bos + t)[:, None] * DIM + o_d[None, :], mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _last_row(v, BLOCK_T: tl.constexpr):
-    r = tl.arange(0, BLOCK_T)
-    return tl.sum(tl.where(r[:, None, None] == BLOCK_T - 1, v, 0.0), axis=0)
+def _load_bc(P, bos, t0, L, o_n, m_n, NST, BLOCK_T: tl.constexpr, EVEN_N: tl.constexpr):
+    """Rows of ``B`` or ``C`` as fp32 ``[BLOCK_T, BLOCK_N]`` (the same for every channel).
+
+    Rows past the sequence end repeat its last row instead of being masked (no zeroing of 2 x BLOCK_T x BLOCK_N
+    registers per thread and tile): every use of them is multiplied by a zero (``dt``, ``dy``) or masked on
+    store. Padded state columns (``N < BLOCK_N``) are masked to 0, since they feed ``y``.
+    """
+    t = tl.minimum(t0 + tl.arange(0, BLOCK_T), L - 1)
+    ptr = P + (bos + t)[:, None] * NST + o_n[None, :]
+    if EVEN_N:
+        return tl.load(ptr).to(tl.float32)
+    else:
+        return tl.load(ptr, mask=m_n[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _gates(dt, A2, NEGATIVE_EIGVALS: tl.constexpr):
+    """Gate ``a`` and ``da/ds`` (``s = dt A``) as ``[BLOCK_T, BLOCK_N, BLOCK_D]`` from one exponential per element;
+    ``A2 = A log2(e)`` so that ``exp(dt A) = exp2(dt A2)``."""
+    e = tl.exp2(dt[:, None, :] * A2[None, :, :])
+    if NEGATIVE_EIGVALS:
+        return 2.0 * e - 1.0, 2.0 * e
+    else:
+        return e, e
+
+
+@triton.jit
+def _row(v, i: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Row ``i`` of ``v [BLOCK_T, ...]``. The time axis is in-thread, so the select is resolved at compile time;
+    the other rows are -0.0, which the sum drops without an instruction (x + -0.0 == x, unlike x + 0.0)."""
+    r = tl.arange(0, BLOCK_T)[:, None, None]
+    return tl.sum(tl.where(r == i, v, -0.0), axis=0)
+
+
+@triton.jit
+def _add_over_channels(P, o_tn, m_tn, v, RED_LANES: tl.constexpr):
+    """``P[t, n] += sum_d v[t, n, d]`` for ``v [BLOCK_T, BLOCK_N, BLOCK_D]``: summed over groups of ``RED_LANES``
+    neighbouring channels (lanes) first, then one fp32 atomic per (t, n) and group.
+
+    A full in-warp sum costs log2(32) = 5 shuffles and adds per value and thread; stopping at ``RED_LANES`` lanes
+    trades the last levels for more atomics (``BLOCK_D / RED_LANES`` per (t, n), spread over time).
+    """
+    BLOCK_T: tl.constexpr = v.shape[0]
+    BLOCK_N: tl.constexpr = v.shape[1]
+    BLOCK_D: tl.constexpr = v.shape[2]
+    if RED_LANES >= BLOCK_D:
+        tl.atomic_add(P + o_tn, tl.sum(v, axis=2), mask=m_tn)
+    else:
+        G: tl.constexpr = BLOCK_D // RED_LANES
+        part = tl.sum(tl.reshape(v, [BLOCK_T, BLOCK_N, G, RED_LANES]), axis=3)
+        ptr = tl.broadcast_to((P + o_tn)[:, :, None], [BLOCK_T, BLOCK_N, G])
+        mask = tl.broadcast_to(m_tn[:, :, None], [BLOCK_T, BLOCK_N, G])
+        tl.atomic_add(ptr, part, mask=mask)
+
+
+@triton.jit
+def _tile_end_state(x, dt, b, A2, h, NEGATIVE_EIGVALS: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The state after a tile, from the state ``h [BLOCK_N, BLOCK_D]`` before it (the backward's replay)."""
+    r = tl.arange(0, BLOCK_T)[:, None, None]
+    a, _ = _gates(dt, A2, NEGATIVE_EIGVALS)
+    u = (dt * x)[:, None, :] * b[:, :, None]
+    u = tl.where(r == 0, u + a * h[None, :, :], u)
+    _, hs = tl.associative_scan((a, u), 0, _combine)
+    return _row(hs, BLOCK_T - 1, BLOCK_T)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -172,6 +236,7 @@ def _selective_scan_fwd_kernel(
     BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    EVEN_N: tl.constexpr,
     TILES_PER_CHUNK: tl.constexpr,
 ):
     i_d = tl.program_id(0)
@@ -182,64 +247,59 @@ def _selective_scan_fwd_kernel(
     m_d = o_d < DIM
     o_n = tl.arange(0, BLOCK_N)
     m_n = o_n < NST
-    m_dn = m_d[:, None] & m_n[None, :]
-    o_dn = o_d[:, None] * NST + o_n[None, :]
-    A_blk = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
+    # States and A are [d, N] in memory; in registers [BLOCK_N, BLOCK_D], channels across the threads.
+    o_nd = o_d[None, :] * NST + o_n[:, None]
+    m_nd = m_n[:, None] & m_d[None, :]
+    A2 = tl.load(A + o_nd, mask=m_nd, other=0.0).to(tl.float32) * LOG2E
     if HAS_D:
         d_blk = tl.load(Dv + o_d, mask=m_d, other=0.0).to(tl.float32)
+    dtb = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_DT_BIAS:
-        dtb_blk = tl.load(DTB + o_d, mask=m_d, other=0.0).to(tl.float32)
-    else:
-        dtb_blk = tl.zeros([BLOCK_D], dtype=tl.float32)
+        dtb = tl.load(DTB + o_d, mask=m_d, other=0.0).to(tl.float32)
     state_base = i_n.to(tl.int64) * DIM * NST
     if HAS_H0:
-        h = tl.load(H0 + state_base + o_dn, mask=m_dn, other=0.0).to(tl.float32)
+        h = tl.load(H0 + state_base + o_nd, mask=m_nd, other=0.0).to(tl.float32)
     else:
-        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
     r = tl.arange(0, BLOCK_T)
+    r3 = r[:, None, None]
     n_tiles = tl.cdiv(L, BLOCK_T)
+    # Prefetch: the tile computed in an iteration was loaded in the previous one.
+    x_nx = _load_rows(X, bos, 0, L, o_d, m_d, DIM, BLOCK_T)
+    dt_nx = _load_rows(DT, bos, 0, L, o_d, m_d, DIM, BLOCK_T)
+    if HAS_Z:
+        z_nx = _load_rows(Z, bos, 0, L, o_d, m_d, DIM, BLOCK_T)
     for i in range(0, n_tiles):
+        t0 = i * BLOCK_T
+        x = x_nx
+        dt_raw = dt_nx
+        x_nx = _load_rows(X, bos, t0 + BLOCK_T, L, o_d, m_d, DIM, BLOCK_T)
+        dt_nx = _load_rows(DT, bos, t0 + BLOCK_T, L, o_d, m_d, DIM, BLOCK_T)
+        if HAS_Z:
+            zz = z_nx
+            z_nx = _load_rows(Z, bos, t0 + BLOCK_T, L, o_d, m_d, DIM, BLOCK_T)
         if STORE_CKPT:
             if i % TILES_PER_CHUNK == 0:
-                tl.store(CKPT + (c0 + i // TILES_PER_CHUNK) * DIM * NST + o_dn, h, mask=m_dn)
-        t0 = i * BLOCK_T
-        hs, dt, x = _tile_states(
-            X,
-            DT,
-            Bm,
-            A_blk,
-            dtb_blk,
-            h,
-            bos,
-            t0,
-            L,
-            o_d,
-            m_d,
-            o_n,
-            m_n,
-            DIM,
-            NST,
-            NEGATIVE_EIGVALS,
-            HAS_DT_BIAS,
-            DT_SOFTPLUS,
-            BLOCK_T,
-        )
+                tl.store(CKPT + (c0 + i // TILES_PER_CHUNK) * DIM * NST + o_nd, h, mask=m_nd)
         t = t0 + r
-        m_t = t < L
-        rows = bos + t
-        m_td = m_t[:, None] & m_d[None, :]
-        c = tl.load(Cm + rows[:, None] * NST + o_n[None, :], mask=m_t[:, None] & m_n[None, :], other=0.0).to(tl.float32)
-        y = tl.sum(hs * c[:, None, :], axis=2)
+        m_td = (t < L)[:, None] & m_d[None, :]
+        dt, _ = _step_size(dt_raw, dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS)
+        b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
+        c = _load_bc(Cm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
+        a, _ = _gates(dt, A2, NEGATIVE_EIGVALS)
+        u = (dt * x)[:, None, :] * b[:, :, None]
+        u = tl.where(r3 == 0, u + a * h[None, :, :], u)
+        _, hs = tl.associative_scan((a, u), 0, _combine)
+        y = tl.sum(hs * c[:, :, None], axis=1)
         if HAS_D:
             y += d_blk[None, :] * x
         if HAS_Z:
-            zz = tl.load(Z + rows[:, None] * DIM + o_d[None, :], mask=m_td, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
-        tl.store(Y + rows[:, None] * DIM + o_d[None, :], y.to(Y.dtype.element_ty), mask=m_td)
-        h = _last_row(hs, BLOCK_T)
+        tl.store(Y + (bos + t)[:, None] * DIM + o_d[None, :], y.to(Y.dtype.element_ty), mask=m_td)
+        h = _row(hs, BLOCK_T - 1, BLOCK_T)
     if STORE_HT:
-        tl.store(HT + state_base + o_dn, h, mask=m_dn)
+        tl.store(HT + state_base + o_nd, h, mask=m_nd)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -281,6 +341,8 @@ def _selective_scan_bwd_kernel(
     BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    RED_LANES: tl.constexpr,
     TILES_PER_CHUNK: tl.constexpr,
 ):
     i_d = tl.program_id(0)
@@ -291,107 +353,87 @@ def _selective_scan_bwd_kernel(
     m_d = o_d < DIM
     o_n = tl.arange(0, BLOCK_N)
     m_n = o_n < NST
-    m_dn = m_d[:, None] & m_n[None, :]
-    o_dn = o_d[:, None] * NST + o_n[None, :]
-    A_blk = tl.load(A + o_dn, mask=m_dn, other=0.0).to(tl.float32)
+    o_nd = o_d[None, :] * NST + o_n[:, None]
+    m_nd = m_n[:, None] & m_d[None, :]
+    # Only A log2(e) stays live (registers): sum_n w A = ln(2) sum_n w A2, one multiply per (t, d).
+    A2 = tl.load(A + o_nd, mask=m_nd, other=0.0).to(tl.float32) * LOG2E
     if HAS_D:
         d_blk = tl.load(Dv + o_d, mask=m_d, other=0.0).to(tl.float32)
+    dtb = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_DT_BIAS:
-        dtb_blk = tl.load(DTB + o_d, mask=m_d, other=0.0).to(tl.float32)
-    else:
-        dtb_blk = tl.zeros([BLOCK_D], dtype=tl.float32)
+        dtb = tl.load(DTB + o_d, mask=m_d, other=0.0).to(tl.float32)
     state_base = i_n.to(tl.int64) * DIM * NST
     # This program's scratch rows hold the tile-start states of one chunk: [TILES_PER_CHUNK, BLOCK_D, BLOCK_N].
-    o_blk = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + o_n[None, :]
+    o_blk = tl.arange(0, BLOCK_D)[None, :] * BLOCK_N + o_n[:, None]
     scratch = SCRATCH + (i_n.to(tl.int64) * tl.num_programs(0) + i_d) * (TILES_PER_CHUNK * BLOCK_D * BLOCK_N)
 
     # dh: dL/d(state at the end of the part not yet processed), flowing backwards.
     if HAS_DHT:
-        dh = tl.load(DHT + state_base + o_dn, mask=m_dn, other=0.0).to(tl.float32)
+        dh = tl.load(DHT + state_base + o_nd, mask=m_nd, other=0.0).to(tl.float32)
     else:
-        dh = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        dh = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dDTB_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
 
     r = tl.arange(0, BLOCK_T)
-    first_row = r[:, None, None] == 0
+    r3 = r[:, None, None]
+    ones = tl.full([BLOCK_T, BLOCK_N, BLOCK_D], 1.0, tl.float32)
+    nzero = tl.full([BLOCK_T, BLOCK_N, BLOCK_D], -0.0, tl.float32)
     n_tiles = tl.cdiv(L, BLOCK_T)
     n_chunks = tl.cdiv(n_tiles, TILES_PER_CHUNK)
     for cc in range(0, n_chunks):
         c = n_chunks - 1 - cc
         first_tile = c * TILES_PER_CHUNK
         nt = tl.minimum(n_tiles - first_tile, TILES_PER_CHUNK)
-        h = tl.load(CKPT + (c0 + c) * DIM * NST + o_dn, mask=m_dn, other=0.0)
+        # Replay: the start state of every tile of this chunk, from the chunk's checkpoint.
+        h = tl.load(CKPT + (c0 + c) * DIM * NST + o_nd, mask=m_nd, other=0.0)
         tl.store(scratch + o_blk, h)
         for j in range(1, nt):
-            hs, _, _ = _tile_states(
-                X,
-                DT,
-                Bm,
-                A_blk,
-                dtb_blk,
-                h,
-                bos,
-                (first_tile + j - 1) * BLOCK_T,
-                L,
-                o_d,
-                m_d,
-                o_n,
-                m_n,
-                DIM,
-                NST,
-                NEGATIVE_EIGVALS,
-                HAS_DT_BIAS,
-                DT_SOFTPLUS,
-                BLOCK_T,
+            t0 = (first_tile + j - 1) * BLOCK_T
+            m_td = ((t0 + r) < L)[:, None] & m_d[None, :]
+            x = _load_rows(X, bos, t0, L, o_d, m_d, DIM, BLOCK_T)
+            dt, _ = _step_size(
+                _load_rows(DT, bos, t0, L, o_d, m_d, DIM, BLOCK_T), dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS
             )
-            h = _last_row(hs, BLOCK_T)
+            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
+            h = _tile_end_state(x, dt, b, A2, h, NEGATIVE_EIGVALS, BLOCK_T)
             tl.store(scratch + j * (BLOCK_D * BLOCK_N) + o_blk, h)
-        # The scratch rows are read back by other threads than those that wrote them.
+        # The scratch rows may be read back by other threads than those that wrote them.
         tl.debug_barrier()
         for jj in range(0, nt):
             j = nt - 1 - jj
             h_start = tl.load(scratch + j * (BLOCK_D * BLOCK_N) + o_blk)
-            t = (first_tile + j) * BLOCK_T + r
+            t0 = (first_tile + j) * BLOCK_T
+            t = t0 + r
             m_t = t < L
-            rows = bos + t
             m_td = m_t[:, None] & m_d[None, :]
             m_tn = m_t[:, None] & m_n[None, :]
-            # Row t - 1 (inside the tile) feeds the scan for h_{t-1}; row t + 1 gives the gate a_{t+1}.
-            m_p = m_t & (r > 0)
-            m_pd = m_p[:, None] & m_d[None, :]
-            m_x = (t + 1 < L) & (r < BLOCK_T - 1)
-            o_td = rows[:, None] * DIM + o_d[None, :]
-            o_tn = rows[:, None] * NST + o_n[None, :]
+            o_td = (bos + t)[:, None] * DIM + o_d[None, :]
+            o_tn = (bos + t)[:, None] * NST + o_n[None, :]
 
             x = tl.load(X + o_td, mask=m_td, other=0.0).to(tl.float32)
             dt = tl.load(DT + o_td, mask=m_td, other=0.0).to(tl.float32)
-            dt, d_raw = _step_size(dt, dtb_blk[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS)
-            b = tl.load(Bm + o_tn, mask=m_tn, other=0.0).to(tl.float32)
-            cm = tl.load(Cm + o_tn, mask=m_tn, other=0.0).to(tl.float32)
+            dt, d_raw = _step_size(dt, dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS)
             dy = tl.load(DY + o_td, mask=m_td, other=0.0).to(tl.float32)
-            x_p = tl.load(X + o_td - DIM, mask=m_pd, other=0.0).to(tl.float32)
-            dt_p = tl.load(DT + o_td - DIM, mask=m_pd, other=0.0).to(tl.float32)
-            b_p = tl.load(Bm + o_tn - NST, mask=m_p[:, None] & m_n[None, :], other=0.0).to(tl.float32)
-            dt_x = tl.load(DT + o_td + DIM, mask=m_x[:, None] & m_d[None, :], other=0.0).to(tl.float32)
-            dt_p, _ = _step_size(dt_p, dtb_blk[None, :], m_pd, HAS_DT_BIAS, DT_SOFTPLUS)
-            dt_x, _ = _step_size(dt_x, dtb_blk[None, :], m_x[:, None] & m_d[None, :], HAS_DT_BIAS, DT_SOFTPLUS)
+            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
+            cm = _load_bc(Cm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
 
-            a, da = _gate(dt[:, :, None] * A_blk[None, :, :], NEGATIVE_EIGVALS)
-            a_p, _ = _gate(dt_p[:, :, None] * A_blk[None, :, :], NEGATIVE_EIGVALS)
-            a_x, _ = _gate(dt_x[:, :, None] * A_blk[None, :, :], NEGATIVE_EIGVALS)
-
-            # hp[t] = h_{t-1}: the recurrence on inputs shifted by one step, seeded with the tile-start state.
-            u_p = tl.where(first_row, h_start[None, :, :], (dt_p * x_p)[:, :, None] * b_p[:, None, :])
-            _, hp = tl.associative_scan((a_p, u_p), 0, _combine)
+            a, da = _gates(dt, A2, NEGATIVE_EIGVALS)
             dtx = dt * x
-            hc = a * hp + dtx[:, :, None] * b[:, None, :]
+            u = dtx[:, None, :] * b[:, :, None]
+            u_seeded = tl.where(r3 == 0, u + a * h_start[None, :, :], u)
+            if NEGATIVE_EIGVALS:
+                # h_t, and h_{t-1} (the state before step t) from the same scan; row 0's is the tile-start state.
+                _, hs, _, hq = tl.associative_scan((a, u_seeded, ones, nzero), 0, _combine_keep_previous)
+                hp = tl.where(r3 == 0, h_start[None, :, :], hq)
+            else:
+                _, hs = tl.associative_scan((a, u_seeded), 0, _combine)
 
             if HAS_Z:
                 zz = tl.load(Z + o_td, mask=m_td, other=0.0).to(tl.float32)
                 sz = tl.sigmoid(zz)
-                y_pre = tl.sum(hc * cm[:, None, :], axis=2)
+                y_pre = tl.sum(hs * cm[:, :, None], axis=1)
                 if HAS_D:
                     y_pre += d_blk[None, :] * x
                 dz = dy * y_pre * sz * (1.0 + zz * (1.0 - sz))
@@ -400,16 +442,22 @@ def _selective_scan_bwd_kernel(
             else:
                 dys = dy
 
-            tl.atomic_add(DC + o_tn, tl.sum(dys[:, :, None] * hc, axis=1), mask=m_tn)
-            # g_t = dys_t C_t + a_{t+1} g_{t+1}; the gradient from later tiles enters at the last row.
-            gin = dys[:, :, None] * cm[:, None, :]
-            gin = tl.where(r[:, None, None] == BLOCK_T - 1, gin + dh[None, :, :], gin)
-            _, g = tl.associative_scan((a_x, gin), 0, _combine, reverse=True)
+            # dC over this program's channels first: one atomic per (t, n) and program.
+            _add_over_channels(DC, o_tn, m_tn, dys[:, None, :] * hs, RED_LANES)
+            # G_t = a_t g_t = a_t (gin_t + G_{t+1}), a reverse scan with gate a_t; g_t = gin_t + G_{t+1} comes
+            # from the same scan's exclusive pair. The gradient from later tiles enters at the last row.
+            gin = dys[:, None, :] * cm[:, :, None]
+            gin = tl.where(r3 == BLOCK_T - 1, gin + dh[None, :, :], gin)
+            _, G, _, Gx = tl.associative_scan((a, a * gin, ones, nzero), 0, _combine_keep_previous, reverse=True)
+            g = gin + Gx
 
-            d_dtx = tl.sum(g * b[:, None, :], axis=2)
-            tl.atomic_add(DB + o_tn, tl.sum(g * dtx[:, :, None], axis=1), mask=m_tn)
-            w = g * hp * da  # dL/ds_t with s = dt * A
-            ddt = tl.sum(w * A_blk[None, :, :], axis=2) + d_dtx * x
+            d_dtx = tl.sum(g * b[:, :, None], axis=1)
+            _add_over_channels(DB, o_tn, m_tn, g * dtx[:, None, :], RED_LANES)
+            if NEGATIVE_EIGVALS:
+                w = g * hp * da  # dL/ds_t with s = dt * A; da/ds = 2 exp(s)
+            else:
+                w = g * (hs - u)  # da/ds = a, and a_t h_{t-1} = h_t - u_t
+            ddt = tl.sum(w * A2[None, :, :], axis=1) * LN2 + d_dtx * x
             dx = d_dtx * dt
             if HAS_D:
                 dx += dys * d_blk[None, :]
@@ -419,44 +467,53 @@ def _selective_scan_bwd_kernel(
             if HAS_DT_BIAS:
                 dDTB_acc += tl.sum(ddt, axis=0)
             tl.store(DDT + o_td, ddt.to(DDT.dtype.element_ty), mask=m_td)
-            dA_acc += tl.sum(w * dt[:, :, None], axis=0)
-            dh = tl.sum(tl.where(first_row, a * g, 0.0), axis=0)
+            dA_acc += tl.sum(w * dt[:, None, :], axis=0)
+            dh = _row(G, 0, BLOCK_T)
         # The next chunk overwrites the scratch rows read above.
         tl.debug_barrier()
 
-    tl.store(DA_PART + state_base + o_dn, dA_acc, mask=m_dn)
+    tl.store(DA_PART + state_base + o_nd, dA_acc, mask=m_nd)
     if HAS_D:
         tl.store(DD_PART + i_n.to(tl.int64) * DIM + o_d, dD_acc, mask=m_d)
     if HAS_DT_BIAS:
         tl.store(DDTB_PART + i_n.to(tl.int64) * DIM + o_d, dDTB_acc, mask=m_d)
     if STORE_DH0:
-        tl.store(DH0 + state_base + o_dn, dh, mask=m_dn)
+        tl.store(DH0 + state_base + o_nd, dh, mask=m_nd)
 
 
 def _config(d_inner: int, n_state: int, device: torch.device) -> dict[str, int]:
-    """Tile sizes and warps for the forward and the backward kernel.
+    """Tile sizes and warps for the forward and the backward kernel (one channel per thread).
 
-    Compiled offline for sm_90 (``triton.compile`` with a CUDA target, bf16 inputs): the forward's
-    ``[16, BLOCK_D, BLOCK_N]`` tiles of 4096 values take 124-128 registers at 4 warps for N = 16 (162 for N = 4,
-    233 for N = 64), without spills. The backward keeps more tiles alive; at 8 warps it fits without spills
-    for N = 4 (2048-value tiles), 8 and 16 (245 registers), and spills a little for N >= 32. N = 16 is the
-    configuration the models use.
+    Chosen with ``benchmarks/kernel_static.py`` (sm_90, Triton 3.9, N = 16, signed gate):
+
+    - one warp per program (``BLOCK_D = 32``): layout conversions and reductions stay inside the warp (no
+      cross-warp shared-memory round trips); forward 10.5 instructions per (t, d, n) against 11.6 at 4 warps,
+      backward 64 against 75;
+    - forward tile ``BLOCK_T x N = 64`` values per thread and tensor: 202 registers, no spills;
+    - backward tile of ``16 / N`` rows: it keeps about four times as many tile tensors alive; 2 rows spill
+      (192-272 bytes at N = 16), 1 row does not (223 registers);
+    - ``RED_LANES = 4``: dB and dC are summed over groups of 4 lanes before their atomics (52.5 instructions per
+      element, against 56 with 8 lanes and 64 with the whole warp), i.e. 8 atomics per (t, n) and warp.
     """
-    block_t = 16
     block_n = triton.next_power_of_2(n_state)
-    block_d = max(1, min(64, 4096 // (block_t * block_n)))
-    block_d_bwd = max(1, min(64, 2048 // (block_t * block_n))) if block_n < 8 else block_d
+    warps = 1
+    block_d = 32 * warps
+    block_t, block_t_bwd = max(1, 64 // block_n), max(1, 16 // block_n)
     if device.type != "cuda":
-        # Under the CPU interpreter every tile element costs Python work: do not pad tiny test widths.
-        cap = triton.next_power_of_2(d_inner)
-        block_d, block_d_bwd = min(block_d, cap), min(block_d_bwd, cap)
+        # Under the CPU interpreter every tile element and every loop step costs Python work: do not pad tiny test
+        # widths, and walk the backward in the forward's longer tiles (registers do not matter there). The GPU's
+        # tiling is tested by forcing it (tests/kernels/test_triton_selective_scan.py).
+        block_d = min(block_d, triton.next_power_of_2(d_inner))
+        block_t_bwd = block_t
     return {
         "BLOCK_T": block_t,
+        "BLOCK_T_BWD": block_t_bwd,
         "BLOCK_N": block_n,
         "BLOCK_D": block_d,
-        "num_warps": 4,
-        "BLOCK_D_BWD": block_d_bwd,
-        "num_warps_bwd": 8,
+        "num_warps": warps,
+        "BLOCK_D_BWD": block_d,
+        "num_warps_bwd": warps,
+        "RED_LANES": 4,
     }
 
 
@@ -478,9 +535,13 @@ class _SelectiveScanTriton(torch.autograd.Function):
         is_varlen = cu_seqlens is not None
         n_seq = cu_seqlens.numel() - 1 if is_varlen else batch
         cfg = _config(d, N, x.device)
+        B_dtype, C_dtype = B.dtype, C.dtype
         block_t, block_d, block_n = cfg["BLOCK_T"], cfg["BLOCK_D"], cfg["BLOCK_N"]
         tiles_per_chunk = CHUNK // block_t
-        x, dt, B, C = (t.contiguous() for t in (x, dt, B, C))
+        x, dt = x.contiguous(), dt.contiguous()
+        # B and C are read by every channel's thread: fp32 copies (N / d_inner of x's size) spare each thread the
+        # conversion of 2 x BLOCK_T x N values per tile (about 2.5 of 14 instructions per element in bf16).
+        B, C = B.float().contiguous(), C.float().contiguous()
         A = A.contiguous()
         D = D.contiguous() if D is not None else None
         z = z.contiguous() if z is not None else None
@@ -527,19 +588,21 @@ class _SelectiveScanTriton(torch.autograd.Function):
             BLOCK_T=block_t,
             BLOCK_D=block_d,
             BLOCK_N=block_n,
+            EVEN_N=block_n == N,
             TILES_PER_CHUNK=tiles_per_chunk,
             num_warps=cfg["num_warps"],
         )
         ctx.save_for_backward(x, dt, A, B, C, D, z, h0, dt_bias, ckpt, cu_seqlens, chunk_off)
         ctx.negative, ctx.dt_softplus = negative, dt_softplus
-        ctx.cfg = (block_t, cfg["BLOCK_D_BWD"], block_n, cfg["num_warps_bwd"])
+        ctx.cfg = (cfg["BLOCK_T_BWD"], cfg["BLOCK_D_BWD"], block_n, cfg["num_warps_bwd"], cfg["RED_LANES"])
+        ctx.bc_dtypes = (B_dtype, C_dtype)
         ctx.set_materialize_grads(False)
         return y, hT
 
     @staticmethod
     def backward(ctx, dy, dhT):
         x, dt, A, B, C, D, z, h0, dt_bias, ckpt, cu_seqlens, chunk_off = ctx.saved_tensors
-        block_t, block_d, block_n, num_warps = ctx.cfg
+        block_t, block_d, block_n, num_warps, red_lanes = ctx.cfg
         batch, T, d = x.shape
         N = A.shape[1]
         is_varlen = cu_seqlens is not None
@@ -596,6 +659,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
             BLOCK_T=block_t,
             BLOCK_D=block_d,
             BLOCK_N=block_n,
+            EVEN_N=block_n == N,
+            RED_LANES=min(red_lanes, block_d),
             TILES_PER_CHUNK=tiles_per_chunk,
             num_warps=num_warps,
         )
@@ -605,8 +670,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
             dx,
             ddt,
             dA,
-            dB.to(B.dtype),
-            dC.to(C.dtype),
+            dB.to(ctx.bc_dtypes[0]),
+            dC.to(ctx.bc_dtypes[1]),
             dD,
             dz,
             dh0.to(h0.dtype) if h0 is not None else None,

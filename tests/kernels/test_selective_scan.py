@@ -69,8 +69,9 @@ def _with_raw_dt(inputs, seed=0):
     raw = torch.randn(batch, T, d, generator=g) * 2
     raw[:, ::5, 0] = 25.0  # past softplus's threshold
     raw[:, 2::5, 1] = -30.0  # softplus ~ 1e-13
-    inputs["dt"] = raw.requires_grad_()
-    inputs["dt_bias"] = (torch.randn(d, generator=g) - 1).requires_grad_()
+    # Drawn on the CPU, then moved to where the other inputs live.
+    inputs["dt"] = raw.to(inputs["x"].device).requires_grad_()
+    inputs["dt_bias"] = (torch.randn(d, generator=g) - 1).to(inputs["x"].device).requires_grad_()
     return inputs
 
 
@@ -102,4 +103,4 @@ def test_chunk_dt_bias_and_softplus(negative, softplus):
 def test_dt_bias_shape_is_checked():
     inputs = _with_raw_dt(scan_inputs(1, 4, 7, 5))
     with pytest.raises(ValueError, match="dt_bias must be"):
-        selective_scan(*[inputs[n] for n in POS], dt_bias=torch.zeros(6), backend="naive")
+        selective_scan(*[inputs[n] for n in POS], dt_bias=inputs["dt_bias"][:6], backend="naive")

@@ -129,7 +129,7 @@ def _next_pow2(n: int) -> int:
 @pytest.mark.parametrize("varlen", [False, True], ids=["batch", "varlen"])
 def test_several_channel_blocks(monkeypatch, negative, varlen):
     """Force 4 channels per forward program and 2 per backward program, so d_inner = 7 needs 2 and 4 programs
-    (the last part-masked) and N = 3 is padded to 4.
+    (the last part-masked) and N = 3 is padded to 4; forward tiles of 16 steps, backward tiles of 4.
 
     On CPU the default block covers all channels of these small tests, so this is what exercises the
     cross-program atomics for dB and dC and the per-program scratch rows.
@@ -137,8 +137,16 @@ def test_several_channel_blocks(monkeypatch, negative, varlen):
     from lrnn_lm.kernels.selective_scan import triton as scan_triton
 
     def small_blocks(d, n, device):
-        cfg = dict(BLOCK_T=16, BLOCK_N=_next_pow2(n), BLOCK_D=4, num_warps=4, BLOCK_D_BWD=2, num_warps_bwd=8)
-        return cfg
+        return dict(
+            BLOCK_T=16,
+            BLOCK_T_BWD=4,
+            BLOCK_N=_next_pow2(n),
+            BLOCK_D=4,
+            num_warps=4,
+            BLOCK_D_BWD=2,
+            num_warps_bwd=8,
+            RED_LANES=2,
+        )
 
     monkeypatch.setattr(scan_triton, "_config", small_blocks)
     if varlen:
@@ -147,6 +155,23 @@ def test_several_channel_blocks(monkeypatch, negative, varlen):
         _check(inputs, negative=negative, cu_seqlens=cu)
     else:
         _check(_inputs(2, 100, 7, 3, dtype=torch.float32), negative=negative)
+
+
+@pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
+def test_gpu_tiling_n16(monkeypatch, negative):
+    """The tiling the GPU runs at N = 16 (forward tiles of 4 steps, backward tiles of 1 step: every row is both the
+    first and the last of its tile), with 4 lanes summed before the dB/dC atomics, over 2 channel programs."""
+    from lrnn_lm.kernels.selective_scan import triton as scan_triton
+
+    gpu_config = scan_triton._config
+
+    def gpu_like(d, n, device):
+        cfg = gpu_config(d, n, torch.device("cuda"))
+        return cfg | {"BLOCK_D": 8, "BLOCK_D_BWD": 8}
+
+    monkeypatch.setattr(scan_triton, "_config", gpu_like)
+    assert gpu_like(9, 16, None)["BLOCK_T_BWD"] == 1 and gpu_like(9, 16, None)["RED_LANES"] == 4
+    _check(_inputs(2, 23, 9, 16, dtype=torch.float32, seed=5), negative=negative)
 
 
 def _raw_dt_inputs(batch, T, d, N, *, dtype, seed=0, n_seq=None, with_bias=True):
@@ -186,11 +211,21 @@ def test_dt_softplus_without_bias():
 @pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
 def test_dt_softplus_cu_seqlens(monkeypatch, negative):
     """Packed sequences with bias and softplus: rows past a sequence's end inside a tile must keep gate 1 although
-    softplus(0 + bias) is not 0. Several channel blocks, so dt_bias's gradient sums over programs too."""
+    softplus(0 + bias) is not 0. Several channel blocks, so dt_bias's gradient sums over programs too, and dB/dC
+    summed over pairs of lanes before their atomics (two atomics per (t, n) and program)."""
     from lrnn_lm.kernels.selective_scan import triton as scan_triton
 
     def small_blocks(d, n, device):
-        return dict(BLOCK_T=16, BLOCK_N=_next_pow2(n), BLOCK_D=4, num_warps=4, BLOCK_D_BWD=2, num_warps_bwd=8)
+        return dict(
+            BLOCK_T=8,
+            BLOCK_T_BWD=2,
+            BLOCK_N=_next_pow2(n),
+            BLOCK_D=4,
+            num_warps=4,
+            BLOCK_D_BWD=4,
+            num_warps_bwd=8,
+            RED_LANES=2,
+        )
 
     monkeypatch.setattr(scan_triton, "_config", small_blocks)
     cu = torch.tensor(CU_SEQLENS, dtype=torch.int32)
