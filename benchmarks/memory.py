@@ -228,7 +228,8 @@ def n_params(config: LRNNConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# The per-block memory bars (docs/memory.md) are at d 1024; the shipped Gated DeltaNet and DeltaProduct configs are 1.3B (d 2048).
+# The per-block memory bars (docs/memory.md) are at d 1024; the shipped Gated DeltaNet and DeltaProduct configs
+# are 1.3B (d 2048).
 # Their shape scaled to d 1024: heads x head_dim = 0.75 d (3 heads of 256, values 2x wider), MLP 2.75 d.
 D1024 = {
     "gated_deltanet_1.3b": {"hidden_size": 1024, "num_heads": 3, "intermediate_size": 2816},

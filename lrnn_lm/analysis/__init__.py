@@ -5,5 +5,6 @@
 - :mod:`.probe_data` renders state-tracking sequences as text with a running-state label per element;
 - :mod:`.probes` reads the running state out of frozen hidden states with a linear classifier per layer;
 - :mod:`.spectrum` collects the transition eigenvalues a model uses on text, per layer;
+- :mod:`.gate_stats` measures the forget gate ``alpha`` a gated model learned on a task, per head and length;
 - :mod:`.report` writes the markdown tables and the spectrum figure.
 """
