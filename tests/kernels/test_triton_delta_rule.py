@@ -28,7 +28,6 @@ uint16 and runs numpy arithmetic, including ``tl.dot``, on the bit patterns, so 
 from __future__ import annotations
 
 import functools
-import os
 
 import pytest
 import torch
@@ -37,16 +36,9 @@ import torch.nn.functional as F
 from lrnn_lm.kernels.testing import assert_close
 
 from .inputs import check_against_naive
+from .triton_interpreter import interpreter_only_marks
 
-pytestmark = [
-    pytest.mark.triton_interpret,
-    pytest.mark.skipif(
-        os.environ.get("TRITON_INTERPRET") != "1",
-        reason="needs TRITON_INTERPRET=1 set before triton is imported: "
-        "TRITON_INTERPRET=1 python -m pytest -m triton_interpret tests/kernels",
-    ),
-    pytest.mark.usefixtures("triton_interpreter_shims"),
-]
+pytestmark = interpreter_only_marks(fla_shims=True)
 pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed")
 
 CHUNK_TOL = {torch.float16: 5e-3}

@@ -5,21 +5,14 @@ in another order; bf16 is untestable under the interpreter, see test_triton_delt
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from lrnn_lm.kernels.testing import assert_close
 
-pytestmark = [
-    pytest.mark.triton_interpret,
-    pytest.mark.skipif(
-        os.environ.get("TRITON_INTERPRET") != "1",
-        reason="needs TRITON_INTERPRET=1 set before triton is imported",
-    ),
-    pytest.mark.usefixtures("triton_interpreter_shims"),
-]
+from .triton_interpreter import interpreter_only_marks
+
+pytestmark = interpreter_only_marks(fla_shims=True)
 pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed")
 
 TOL = 1e-5

@@ -28,23 +28,14 @@ behind a zero first gate differs from naive: the floor leaves 1e-10 of it (``tes
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from .inputs import compare, outputs_and_grads
+from .triton_interpreter import interpreter_only_marks
 
-pytestmark = [
-    pytest.mark.triton_interpret,
-    pytest.mark.skipif(
-        os.environ.get("TRITON_INTERPRET") != "1",
-        reason="needs TRITON_INTERPRET=1 set before triton is imported: "
-        "TRITON_INTERPRET=1 python -m pytest -m triton_interpret tests/kernels",
-    ),
-    pytest.mark.usefixtures("triton_interpreter_shims"),
-]
+pytestmark = interpreter_only_marks(fla_shims=True)
 pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed")
 
 TOL = {torch.float16: 5e-3, torch.float32: 1e-5}

@@ -7,22 +7,15 @@ relative RMSE, the same math summed in another order.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lrnn_lm.kernels.testing import assert_close
 
-pytestmark = [
-    pytest.mark.triton_interpret,
-    pytest.mark.skipif(
-        os.environ.get("TRITON_INTERPRET") != "1",
-        reason="needs TRITON_INTERPRET=1 set before triton is imported",
-    ),
-    pytest.mark.usefixtures("triton_interpreter_shims"),
-]
+from .triton_interpreter import interpreter_only_marks
+
+pytestmark = interpreter_only_marks(fla_shims=True)
 pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed")
 
 

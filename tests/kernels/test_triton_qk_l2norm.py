@@ -8,22 +8,15 @@ test_triton_delta_rule.py; bf16 is untestable under the interpreter (see there).
 from __future__ import annotations
 
 import functools
-import os
 
 import pytest
 import torch
 
 from .inputs import check_against_naive
 from .test_qk_l2norm import OPS, _inputs, _positional
+from .triton_interpreter import interpreter_only_marks
 
-pytestmark = [
-    pytest.mark.triton_interpret,
-    pytest.mark.skipif(
-        os.environ.get("TRITON_INTERPRET") != "1",
-        reason="needs TRITON_INTERPRET=1 set before triton is imported",
-    ),
-    pytest.mark.usefixtures("triton_interpreter_shims"),
-]
+pytestmark = interpreter_only_marks(fla_shims=True)
 pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed")
 
 

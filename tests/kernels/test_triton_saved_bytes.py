@@ -5,7 +5,6 @@ op by op, with fla's kernels and ours: the saved bytes with real kernels equal t
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -13,14 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytestmark = [
-    pytest.mark.triton_interpret,
-    pytest.mark.skipif(
-        os.environ.get("TRITON_INTERPRET") != "1",
-        reason="needs TRITON_INTERPRET=1 set before triton is imported",
-    ),
-    pytest.mark.usefixtures("triton_interpreter_shims"),
-]
+from .triton_interpreter import interpreter_only_marks
+
+pytestmark = interpreter_only_marks(fla_shims=True)
 pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed")
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "memory.py"

@@ -22,7 +22,6 @@ These kernels need none of the interpreter shims that fla's kernels need (see ``
 from __future__ import annotations
 
 import functools
-import os
 
 import pytest
 import torch
@@ -31,15 +30,9 @@ import torch.nn.functional as F
 from lrnn_lm.kernels.testing import assert_close
 
 from .inputs import check_against_naive, scan_inputs
+from .triton_interpreter import interpreter_only_marks
 
-pytestmark = [
-    pytest.mark.triton_interpret,
-    pytest.mark.skipif(
-        os.environ.get("TRITON_INTERPRET") != "1",
-        reason="needs TRITON_INTERPRET=1 set before triton is imported: "
-        "TRITON_INTERPRET=1 python -m pytest -m triton_interpret tests/kernels",
-    ),
-]
+pytestmark = interpreter_only_marks(fla_shims=False)
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 POS = ("x", "dt", "A", "B", "C", "D", "z")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import pytest
 import torch
@@ -34,15 +33,9 @@ from lrnn_lm.kernels.testing import rel_rmse
 
 from .inputs import check_packing, compare, outputs_and_grads
 from .test_ssd import POS, ssd_inputs
+from .triton_interpreter import interpreter_only_marks
 
-pytestmark = [
-    pytest.mark.triton_interpret,
-    pytest.mark.skipif(
-        os.environ.get("TRITON_INTERPRET") != "1",
-        reason="needs TRITON_INTERPRET=1 set before triton is imported: "
-        "TRITON_INTERPRET=1 python -m pytest -m triton_interpret tests/kernels",
-    ),
-]
+pytestmark = interpreter_only_marks(fla_shims=False)
 
 TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 GATE_TOL = 1e-4

@@ -23,6 +23,25 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def interpreter_only_marks(fla_shims: bool) -> list:
+    """``pytestmark`` for a test file that runs Triton kernels on CPU tensors: marked ``triton_interpret`` (CI's
+    second step), skipped unless ``TRITON_INTERPRET=1`` was set before triton was imported, and, for files that
+    call fla's kernels (``fla_shims``), run inside the ``triton_interpreter_shims`` fixture."""
+    import pytest
+
+    marks = [
+        pytest.mark.triton_interpret,
+        pytest.mark.skipif(
+            not interpreter_enabled(),
+            reason="needs TRITON_INTERPRET=1 set before triton is imported: "
+            "TRITON_INTERPRET=1 python -m pytest -m triton_interpret tests/kernels",
+        ),
+    ]
+    if fla_shims:
+        marks.append(pytest.mark.usefixtures("triton_interpreter_shims"))
+    return marks
+
+
 def _first_config_only(original):
     def prune_configs(self, kwargs, *args, **kw):
         return original(self, kwargs, *args, **kw)[:1]
