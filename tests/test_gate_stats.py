@@ -68,3 +68,33 @@ def test_token_dependent_gate_is_split_by_token():
 def test_model_without_gate_is_refused():
     with pytest.raises(ValueError, match="no layer with a gate"):
         gate_report(tiny("deltanet"), get_task("parity"), [5], num=2)
+
+
+def test_mamba2_constant_gate_gives_its_eigenvalue_to_the_length():
+    """Mamba-2's gate is the whole transition: with dt's token part zeroed, retention is |2e^(dt A) - 1|^(L+1)."""
+    torch.manual_seed(0)
+    config = LRNNConfig(
+        mixer="mamba2",
+        vocab_size=4,
+        hidden_size=16,
+        num_hidden_layers=1,
+        ssd_head_dim=16,
+        state_size=4,
+        conv_kernel=1,
+        intermediate_size=0,
+        eigval_range="[-1,1]",
+    )
+    model = LRNNForCausalLM(config)
+    mixer = model.model.layers[0].mixer
+    with torch.no_grad():
+        mixer.in_proj.weight[-mixer.num_heads :].zero_()  # dt = softplus(dt_bias) on every token
+        mixer.A_log.copy_(torch.tensor([0.0, 1.0]))
+        mixer.dt_bias.copy_(torch.tensor([-3.0, 0.5]))
+        alpha = 2 * torch.exp(-torch.exp(mixer.A_log) * torch.nn.functional.softplus(mixer.dt_bias)) - 1
+    assert alpha[1] < 0
+    heads = gate_report(model, get_task("parity"), [5, 17], num=4)["layers"][0]["heads"]
+    for h in range(2):
+        a = abs(float(alpha[h]))
+        assert heads[h]["alpha_bar"] == pytest.approx(a, rel=1e-5)
+        assert heads[h]["retention"]["17"]["mean"] == pytest.approx(a**18, rel=1e-4)
+        assert heads[h]["tokens"]["1"]["eig_along_k"]["mean"] == pytest.approx(float(alpha[h]), rel=1e-5)

@@ -11,6 +11,14 @@ def test_overrides_are_typed():
     assert cfg.train.tokens_per_step == 4096
 
 
+def test_exponents_without_a_dot_are_numbers_in_untyped_sections():
+    """The model section is passed on as written (no dataclass to coerce it): `1e-5` must already be a float."""
+    cfg = load_config(["--model={mixer: mamba2, dt_min: 1e-5}", "--model.dt_max=2E-4"])
+    assert cfg.model["dt_min"] == 1e-5 and cfg.model["dt_max"] == 2e-4
+    _, overrides = parse_overrides(["--a=1e5x", "--b=12"])
+    assert overrides == [("a", "1e5x"), ("b", 12)]
+
+
 def test_yaml_file_then_overrides(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(

@@ -1,9 +1,11 @@
-"""The forget gate ``alpha`` a gated model (Gated DeltaNet, gated DeltaProduct) learned, measured on a task's inputs.
+"""The gate ``alpha`` a gated model (Gated DeltaNet, gated DeltaProduct, Mamba-2) learned, measured on a task's inputs.
 
 Per layer and head: ``alpha`` and ``|alpha|`` for each input token (min / mean / max over every position it occurs
 at), the eigenvalue along the key ``alpha (1 - beta)``, and per length ``L`` the **retention**: the product of
 ``|alpha_t|`` over the positions the answer is read from (for parity the ``L`` bits and ``=``), averaged over the
-sequences. Everything off the key direction is scaled by exactly that product, so a head whose retention at ``L`` is
+sequences. For Mamba-2 ``alpha`` is the head's whole transition (``2 exp(dt A) - 1`` in ``[-1,1]``), so it is
+also the eigenvalue and the retention scales the whole state. For the delta rules, everything off the key direction
+is scaled by exactly that product, so a head whose retention at ``L`` is
 small has forgotten the start of the sequence by the answer; ``alpha_bar`` (the geometric mean of ``|alpha|`` over
 those positions) gives the same as ``alpha_bar ** (L + 1)``. docs/state_tracking.md compares it with the accuracy.
 
@@ -22,16 +24,18 @@ import torch
 
 from ..experiments.evaluate import DEFAULT_SEEDS, build_test_set
 from ..layers.gated_deltanet import GatedDeltaNetMixer
+from ..layers.mamba2 import Mamba2Mixer
 from ..tasks import Task, get_task
 
 
-def gated_layers(model) -> list[tuple[int, GatedDeltaNetMixer]]:
+def _has_gate(mixer) -> bool:
+    """A scalar gate per head and token: Mamba-2's, or a gated delta rule's ``alpha``."""
+    return isinstance(mixer, Mamba2Mixer) or (isinstance(mixer, GatedDeltaNetMixer) and mixer.a_proj is not None)
+
+
+def gated_layers(model) -> list[tuple[int, GatedDeltaNetMixer | Mamba2Mixer]]:
     """``(layer number from 1, mixer)`` for every layer with a gate ``alpha``; an error naming the model if none."""
-    found = [
-        (i + 1, layer.mixer)
-        for i, layer in enumerate(model.model.layers)
-        if isinstance(layer.mixer, GatedDeltaNetMixer) and layer.mixer.a_proj is not None
-    ]
+    found = [(i + 1, layer.mixer) for i, layer in enumerate(model.model.layers) if _has_gate(layer.mixer)]
     if not found:
         mixers = sorted({type(layer.mixer).__name__ for layer in model.model.layers})
         raise ValueError(f"gate_stats: the model has no layer with a gate alpha (its mixers: {mixers})")
@@ -47,7 +51,12 @@ def collect_gates(model, input_ids: torch.Tensor) -> dict[int, tuple[torch.Tenso
 
         def hook(module, args, kwargs, output, number=number):
             # The mixer's own code, on the hidden state it was given: the gate is not restated here.
-            _, _, _, beta, alpha, _ = module.project(args[0], kwargs.get("mask"), None, kwargs.get("cu_seqlens"))
+            mask, cu_seqlens = kwargs.get("mask"), kwargs.get("cu_seqlens")
+            if isinstance(module, Mamba2Mixer):  # the gate is the transition: alpha is the eigenvalue
+                alpha = module.transition_eigenvalues(args[0], mask, cu_seqlens).float()
+                out[number] = (alpha, alpha)
+                return
+            _, _, _, beta, alpha, _ = module.project(args[0], mask, None, cu_seqlens)
             out[number] = (alpha.float(), (alpha * (1 - beta[:, :, 0])).float())
 
         handles.append(mixer.register_forward_hook(hook, with_kwargs=True))

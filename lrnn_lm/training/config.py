@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,6 +54,14 @@ class _StrictLoader(yaml.SafeLoader):
                     f"duplicate key {key!r} on {where}; YAML would keep only the last one. Write each key once."
                 )
         return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 (PyYAML) reads `1e-5` as the string "1e-5" because its float needs a dot; YAML 1.2 and every user read
+# it as a number. A config is the place people write `lr: 3e-4` or `--model.dt_min=1e-5`, so exponents without a
+# dot are floats here too.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def read_yaml(text: str, where: str) -> Any:
