@@ -39,9 +39,10 @@ from pathlib import Path
 
 import torch
 import yaml
+from timing import fwd_bwd, ours
 
 from lrnn_lm import kernels
-from lrnn_lm.kernels.testing import FLAGGED, POSITIONAL, make_inputs
+from lrnn_lm.kernels.testing import POSITIONAL, make_inputs
 
 SECTIONS = ("kernels", "training", "e2e")
 GPU_SHAPES = {  # DeltaNet 340M: 8 heads of 128; Mamba 370M: d_inner 2048, N 16; Mamba-2 370M: 32 heads of 64, N 128
@@ -137,23 +138,6 @@ def environment() -> dict:
 
 # ----------------------------------------------------------------------------------------------------------
 # kernels
-
-
-def fwd_bwd(fn: Callable[[], tuple], leaves: list[torch.Tensor]) -> Callable[[], None]:
-    """One forward and backward of ``fn()[0]`` under a fixed dense cotangent (``y.sum()`` would hand the backward a
-    stride-0 gradient, which some kernels take down a slower path)."""
-    out = fn()[0]
-    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device, out.dtype)
-    del out
-    return lambda: torch.autograd.grad(fn()[0], leaves, cot, allow_unused=True)
-
-
-def ours(op: str, x: dict, backend: str, signed: bool) -> Callable[[], None]:
-    fn = getattr(kernels, op)
-    args = [x.get(n) for n in POSITIONAL[op]]
-    kw = {"negative_eigvals": signed} if op in FLAGGED else {}
-    leaves = [t for t in x.values() if t is not None]
-    return fwd_bwd(lambda: fn(*args, initial_state=x["initial_state"], backend=backend, **kw), leaves)
 
 
 def peers(op: str, x: dict) -> dict[str, Callable[[], Callable[[], None]]]:
