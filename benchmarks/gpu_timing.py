@@ -1,31 +1,29 @@
 """GPU timings, one run: kernels against their peers, training steps and peak memory of the shipped configs, and an
-end-to-end smoke (train.py, a checkpoint, from_pretrained + generate). Correctness is not checked here: that is
-``python -m pytest --device cuda`` (benchmarks/gpu_run.sh runs both and writes one report).
+end-to-end smoke. Correctness is ``python -m pytest --device cuda``'s (benchmarks/gpu_run.sh runs both, one report).
 
     python benchmarks/gpu_timing.py --out DIR [--budget-s 300] [--sections kernels,training,e2e] [--repeats 10]
     python benchmarks/gpu_timing.py --out DIR --rehearse     # the same code on CPU at tiny shapes (CI)
 
-Writes ``DIR/timing.json``, rewritten after every item, so a run stopped by its time limit keeps what it measured.
-An item that does not start before the budget runs out is recorded as ``skipped: budget``.
+Writes ``DIR/timing.json`` after every item, so a run stopped by its time limit keeps what it measured; an item
+that does not start before the budget runs out is recorded as ``skipped: budget``.
 
-- kernels: forward+backward (CUDA events, median of ``--repeats`` after warm-up), bf16 inputs, fp32 states, at
-  the 340M/370M models' shapes, ours signed and unsigned through the public ops (``backend="triton"``) against
-  mamba_ssm's ``selective_scan_fn`` and ``mamba_chunk_scan_combined``, fla's ``chunk_simple_gla``,
-  ``chunk_delta_rule``, ``chunk_gated_delta_rule`` and ``chunk_gated_delta_product`` where importable.
-- training: one bf16 training step (autocast, AdamW) of each shipped 340M/370M config in both ranges, against
-  fla's ``DeltaNetForCausalLM`` (``allow_neg_eigval`` as the range) and transformers' Mamba / Mamba-2 (only on
-  mamba_ssm's fast path: its sequential fallback is no speed peer): tokens/s, MFU (6N rule), peak memory.
-- e2e: ``train.py`` for 100 steps on a 117M DeltaNet in bf16 on a local text file (the loss must fall), its
-  checkpoints verified, then ``from_pretrained`` + ``generate``.
+- kernels: forward+backward (CUDA events, median of ``--repeats``), bf16 inputs, fp32 states, 340M/370M shapes,
+  ours signed and unsigned (``backend="triton"``) against mamba_ssm's ``selective_scan_fn`` and
+  ``mamba_chunk_scan_combined`` and fla's chunked ops, where importable.
+- training: a bf16 training step (autocast, AdamW) of each shipped 340M/370M config in both ranges, against fla's
+  ``DeltaNetForCausalLM`` and transformers' Mamba / Mamba-2 (only on mamba_ssm's fast path): tokens/s, MFU (6N),
+  peak memory.
+- e2e: ``train.py`` for 100 steps on a 117M DeltaNet in bf16 (the loss must fall), its checkpoints verified, then
+  ``from_pretrained`` + ``generate``.
 
-``--rehearse`` runs on CPU with the ``chunk`` backend, tiny shapes and models, wall-clock timing and 5 training
-steps; its numbers measure nothing (tests/test_gpu_run.py runs it so the GPU is not the first to run this code).
+``--rehearse``: CPU, ``chunk`` backend, tiny shapes, wall clock, 5 training steps; its numbers measure nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -136,10 +134,6 @@ def environment() -> dict:
     return env
 
 
-# ----------------------------------------------------------------------------------------------------------
-# kernels
-
-
 def peers(op: str, x: dict) -> dict[str, Callable[[], Callable[[], None]]]:
     """The peers of ``op`` on the same (unsigned) inputs, each built lazily (its import may fail)."""
     leaves = [t for t in x.values() if t is not None]
@@ -224,14 +218,6 @@ def time_op(run: Run, op: str) -> dict:
     return res
 
 
-# ----------------------------------------------------------------------------------------------------------
-# training steps
-
-
-def _train_config(name: str) -> dict:
-    return yaml.safe_load((Path("configs") / "train" / f"{name}.yaml").read_text())
-
-
 def _tiny(model: dict) -> dict:
     """The config's mixer and range at a size a CPU runs in a second."""
     m = dict(model, hidden_size=64, num_hidden_layers=2, vocab_size=512)
@@ -292,82 +278,58 @@ def train_step(run: Run, build: Callable[[], torch.nn.Module], micro_batch: int,
 def training_items(run: Run) -> dict[str, Callable[[], dict]]:
     from lrnn_lm import LRNNConfig, LRNNForCausalLM
 
-    def sizes(cfg: dict) -> tuple[dict, int, int]:
+    def sizes(name: str) -> tuple[dict, int, int]:
+        cfg = yaml.safe_load((Path("configs") / "train" / f"{name}.yaml").read_text())
         if run.rehearse:
             return _tiny(cfg["model"]), 2, 64
         return cfg["model"], cfg["train"]["micro_batch_size"], cfg["data"]["seq_len"]
 
-    def fast_mamba_path() -> str | None:
-        import importlib.util
+    def ours(name: str) -> dict:
+        model, mb, T = sizes(name)
+        res = train_step(run, lambda: LRNNForCausalLM(LRNNConfig(**model)), mb, T, model["vocab_size"])
+        return {"mixer": model["mixer"], "eigval_range": model["eigval_range"], **res}
+
+    def fla_deltanet(name: str) -> dict:
+        if not run.cuda:
+            return {"status": "skipped: fla's DeltaNet runs Triton kernels that need CUDA"}
+        from fla.models import DeltaNetConfig, DeltaNetForCausalLM
+
+        model, mb, T = sizes(name)
+        keys = ("hidden_size", "num_hidden_layers", "num_heads", "intermediate_size", "vocab_size")
+        config = DeltaNetConfig(
+            **{k: model[k] for k in keys},
+            hidden_ratio=None,
+            use_short_conv=model.get("use_short_conv", True),
+            allow_neg_eigval=model["eigval_range"] == "[-1,1]",
+            tie_word_embeddings=model.get("tie_word_embeddings", False),
+        )
+        res = train_step(run, lambda: DeltaNetForCausalLM(config), mb, T, config.vocab_size)
+        return {"peer": "fla DeltaNetForCausalLM", "allow_neg_eigval": config.allow_neg_eigval, **res}
+
+    def hf_mamba(name: str, two: bool) -> dict:
+        from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
         missing = [m for m in ("mamba_ssm", "causal_conv1d") if importlib.util.find_spec(m) is None]
-        return f"{' and '.join(missing)} not importable" if missing else None
+        if run.cuda and missing:
+            return {"status": f"skipped: {' and '.join(missing)} not importable: transformers would run its slow path"}
+        model, mb, T = sizes(name)
+        keys = ("vocab_size", "hidden_size", "num_hidden_layers", "state_size", "expand")
+        common = {k: model[k] for k in keys} | {"tie_word_embeddings": model.get("tie_word_embeddings", True)}
+        if two:
+            heads = model["expand"] * model["hidden_size"] // model["ssd_head_dim"]
+            config = Mamba2Config(**common, num_heads=heads, head_dim=model["ssd_head_dim"], n_groups=1)
+        else:
+            config = MambaConfig(**common, use_mambapy=False)
+        cls = Mamba2ForCausalLM if two else MambaForCausalLM
+        res = train_step(run, lambda: cls(config), mb, T, config.vocab_size)
+        return {"peer": cls.__name__, **res}
 
-    def ours(name: str) -> Callable[[], dict]:
-        def measure() -> dict:
-            model, mb, T = sizes(_train_config(name))
-            res = train_step(run, lambda: LRNNForCausalLM(LRNNConfig(**model)), mb, T, model["vocab_size"])
-            return {"mixer": model["mixer"], "eigval_range": model["eigval_range"], **res}
-
-        return measure
-
-    def fla_deltanet(name: str) -> Callable[[], dict]:
-        def measure() -> dict:
-            if not run.cuda:
-                return {"status": "skipped: fla's DeltaNet runs Triton kernels that need CUDA"}
-            from fla.models import DeltaNetConfig, DeltaNetForCausalLM
-
-            model, mb, T = sizes(_train_config(name))
-            keys = ("hidden_size", "num_hidden_layers", "num_heads", "intermediate_size", "vocab_size")
-            config = DeltaNetConfig(
-                **{k: model[k] for k in keys},
-                hidden_ratio=None,
-                use_short_conv=model.get("use_short_conv", True),
-                allow_neg_eigval=model["eigval_range"] == "[-1,1]",
-                tie_word_embeddings=model.get("tie_word_embeddings", False),
-            )
-            res = train_step(run, lambda: DeltaNetForCausalLM(config), mb, T, config.vocab_size)
-            return {"peer": "fla DeltaNetForCausalLM", "allow_neg_eigval": config.allow_neg_eigval, **res}
-
-        return measure
-
-    def hf_mamba(name: str, two: bool) -> Callable[[], dict]:
-        def measure() -> dict:
-            from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
-
-            why = fast_mamba_path()
-            if run.cuda and why:
-                return {"status": f"skipped: {why}: transformers would run its slow reference path"}
-            model, mb, T = sizes(_train_config(name))
-            common = dict(
-                vocab_size=model["vocab_size"],
-                hidden_size=model["hidden_size"],
-                num_hidden_layers=model["num_hidden_layers"],
-                state_size=model["state_size"],
-                expand=model["expand"],
-                tie_word_embeddings=model.get("tie_word_embeddings", True),
-            )
-            if two:
-                heads = model["expand"] * model["hidden_size"] // model["ssd_head_dim"]
-                config = Mamba2Config(**common, num_heads=heads, head_dim=model["ssd_head_dim"], n_groups=1)
-                res = train_step(run, lambda: Mamba2ForCausalLM(config), mb, T, config.vocab_size)
-            else:
-                config = MambaConfig(**common, use_mambapy=False)
-                res = train_step(run, lambda: MambaForCausalLM(config), mb, T, config.vocab_size)
-            return {"peer": type(config).__name__.replace("Config", "ForCausalLM"), **res}
-
-        return measure
-
-    items = {name: ours(name) for name in TRAIN_CONFIGS}
-    items["peer/fla_deltanet_340m_neg"] = fla_deltanet("deltanet_340m_neg")
-    items["peer/fla_deltanet_340m_pos"] = fla_deltanet("deltanet_340m_pos")
-    items["peer/transformers_mamba_370m"] = hf_mamba("mamba_370m_pos", two=False)
-    items["peer/transformers_mamba2_370m"] = hf_mamba("mamba2_370m_pos", two=True)
+    items = {name: lambda name=name: ours(name) for name in TRAIN_CONFIGS}
+    for r in ("neg", "pos"):
+        items[f"peer/fla_deltanet_340m_{r}"] = lambda r=r: fla_deltanet(f"deltanet_340m_{r}")
+    items["peer/transformers_mamba_370m"] = lambda: hf_mamba("mamba_370m_pos", two=False)
+    items["peer/transformers_mamba2_370m"] = lambda: hf_mamba("mamba2_370m_pos", two=True)
     return items
-
-
-# ----------------------------------------------------------------------------------------------------------
-# end-to-end smoke
 
 
 def e2e_items(run: Run, work: Path) -> dict[str, Callable[[], dict]]:
