@@ -1,22 +1,18 @@
-"""CPU forward+backward time of every kernel op: the chunk backend against its naive token loop and against fla's
-pure-PyTorch CPU references, signed against unsigned. Each op's figures come from one run. Prints JSON.
+"""CPU forward+backward time of every kernel op: chunk backend against naive loop and fla's CPU references, signed
+against unsigned, each op's figures from one run. Prints JSON.
 
     python benchmarks/cpu_kernels.py [--ops ssd,gated_delta_rule] [--batch 4] [--T 1024] [--repeats 3]
         [--naive-repeats 1] [--out file.json]
 
-Inputs are the shared harness's (``lrnn_lm.kernels.testing.make_inputs``: fp32, no initial state, the shapes in
-``SHAPES``); every function backpropagates a fixed dense random cotangent of its output into all its inputs. The
-functions of an op are timed in turns (benchmarks/timing.py). Ratios are "how many times faster" (the slower one's
-time over ours), except signed over unsigned (a time ratio), each best of ``--repeats`` against best of
-``--repeats`` and, between functions timed the same number of times, the median over rounds of the ratio within a
-round. The naive token loop, far slower, runs ``--naive-repeats`` times.
+Inputs: the shared harness's (``make_inputs``: fp32, no initial state, shapes ``SHAPES``); gradients to every input
+under a fixed dense cotangent. An op's functions are timed in turns (benchmarks/timing.py), the naive loop
+``--naive-repeats`` times. Ratios: how many times faster (the slower one's time over ours), or signed over unsigned
+time; best of runs against best of runs, and (equal run counts) the median over rounds of the ratio in a round.
 
-Peers (fla's CPU references, on the unsigned inputs, against our unsigned chunk; the scans' signed variant and the
-delta product have none):
-- ssd: ``naive_chunk_simple_gla``, the same recurrence with ``q = C`` and ``k = B`` expanded to H heads,
-  ``v = dt x``, ``g = dt A``, ``scale = 1``, plus ``D x``;
-- delta_rule: ``delta_rule_chunkwise`` (head-first), at its default chunk 32 and at 64;
-- gated_delta_rule: ``naive_chunk_gated_delta_rule`` (chunk 64, ``g = log alpha``).
+fla's references, on the unsigned inputs against our unsigned chunk: ssd ``naive_chunk_simple_gla`` (``q = C``,
+``k = B`` expanded to H heads, ``v = dt x``, ``g = dt A``, scale 1, plus ``D x``); delta_rule
+``delta_rule_chunkwise`` (head-first, chunk 32 and 64); gated_delta_rule ``naive_chunk_gated_delta_rule`` (chunk 64,
+``g = log alpha``). The scans' signed variant and the delta product have none.
 """
 
 from __future__ import annotations
@@ -25,6 +21,7 @@ import argparse
 import json
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from timing import fwd_bwd, ours, paired_ratio, time_all
@@ -102,10 +99,8 @@ def bench(op: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ops", default=",".join(SHAPES), help="comma-separated ops (default: all)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--T", type=int, default=1024)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--naive-repeats", type=int, default=1, help="the token loop is slow; it is timed fewer times")
+    for name, default in (("batch", 4), ("T", 1024), ("repeats", 3), ("naive-repeats", 1)):
+        p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args()
     unknown = set(args.ops.split(",")) - set(ops())
@@ -118,11 +113,9 @@ def main() -> None:
         "bars": BARS,
         "ops": {op: bench(op, args) for op in args.ops.split(",")},
     }
-    text = json.dumps(out, indent=2)
-    print(text)
+    print(text := json.dumps(out, indent=2))
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 (benchmarks/gpu_timing.py), written as ``gpu_report.json`` and ``gpu_report.md`` in the same folder.
 
     python benchmarks/gpu_report.py DIR      # reads DIR/pytest.xml and DIR/timing.json (either may be missing)
+
+Exits 1 unless some test passed and no test and no timing item failed.
 """
 
 from __future__ import annotations
@@ -17,20 +19,16 @@ def read_tests(xml_path: Path) -> dict:
     """Counts and the failures and skip reasons of a JUnit XML file; ``{"status": "missing"}`` without one."""
     if not xml_path.is_file():
         return {"status": "missing: the test step did not write its report (killed by its time limit?)"}
-    cases = list(ET.parse(xml_path).getroot().iter("testcase"))
-    counts: Counter = Counter()
-    failures, skips = [], Counter()
-    for case in cases:
-        name = f"{case.get('classname')}::{case.get('name')}"
+    counts, skips, failures = Counter(), Counter(), []
+    for case in ET.parse(xml_path).getroot().iter("testcase"):
         outcome = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
-        if outcome is None:
-            counts["passed"] += 1
-        elif outcome.tag == "skipped":
-            counts["skipped"] += 1
-            skips[(outcome.get("message") or "").strip()[:200]] += 1
-        else:
-            counts["failed" if outcome.tag == "failure" else "errors"] += 1
-            failures.append({"test": name, "message": (outcome.get("message") or "")[:500]})
+        tag = "passed" if outcome is None else {"failure": "failed", "error": "errors"}.get(outcome.tag, "skipped")
+        counts[tag] += 1
+        message = "" if outcome is None else (outcome.get("message") or "")
+        if tag == "skipped":
+            skips[message.strip()[:200]] += 1
+        elif tag != "passed":
+            failures.append({"test": f"{case.get('classname')}::{case.get('name')}", "message": message[:500]})
     return {"counts": dict(counts), "failures": failures, "skip_reasons": dict(skips)}
 
 
@@ -109,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(report)
     (folder / "gpu_report.md").write_text(text)
     print(text)
-    return 0
+    counts = report["tests"].get("counts", {})
+    sections = (report["timing"] or {}).get("sections", {}).values()
+    failed = [n for items in sections for n, item in items.items() if item["status"].startswith("failed")]
+    return 0 if counts.get("passed") and not counts.get("failed") and not counts.get("errors") and not failed else 1
 
 
 if __name__ == "__main__":

@@ -26,9 +26,7 @@ import gc
 import importlib.util
 import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -50,13 +48,6 @@ GPU_SHAPES = {  # DeltaNet 340M: 8 heads of 128; Mamba 370M: d_inner 2048, N 16;
     "gated_delta_rule": dict(batch=8, T=2048, H=8, K=128, V=128),
     "delta_product": dict(batch=8, T=2048, H=8, K=128, V=128, n_h=2),
 }
-TINY_SHAPES = {
-    "selective_scan": dict(batch=2, T=33, d=8, N=4),
-    "ssd": dict(batch=2, T=40, H=2, P=4, N=3, G=1),
-    "delta_rule": dict(batch=2, T=33, H=2, K=8, V=8),
-    "gated_delta_rule": dict(batch=2, T=20, H=2, K=9, V=11),
-    "delta_product": dict(batch=2, T=20, H=2, K=9, V=11, n_h=2),
-}
 TRAIN_CONFIGS = tuple(f"{m}_{r}" for m in ("deltanet_340m", "mamba_370m", "mamba2_370m") for r in ("neg", "pos"))
 E2E_MODEL = dict(hidden_size=768, num_hidden_layers=12, num_heads=6, intermediate_size=3072)  # 117M at vocab 4096
 TINY_E2E_MODEL = dict(hidden_size=32, num_hidden_layers=2, num_heads=2, intermediate_size=64)
@@ -74,7 +65,10 @@ class Run:
         out.mkdir(parents=True, exist_ok=True)
 
     def shape(self, op: str) -> dict:
-        return (TINY_SHAPES if self.rehearse else GPU_SHAPES)[op]
+        """The op's shape; in a rehearsal every size at most 3 and T 33 (odd sizes, a partial last chunk)."""
+        return (
+            {k: 33 if k == "T" else min(v, 3) for k, v in GPU_SHAPES[op].items()} if self.rehearse else GPU_SHAPES[op]
+        )
 
     def median_ms(self, fn: Callable[[], object], repeats: int | None = None, warmup: int = 2) -> dict:
         """Median milliseconds of ``fn``: CUDA events on a GPU, the wall clock in a rehearsal."""
@@ -220,11 +214,8 @@ def time_op(run: Run, op: str) -> dict:
 
 def _tiny(model: dict) -> dict:
     """The config's mixer and range at a size a CPU runs in a second."""
-    m = dict(model, hidden_size=64, num_hidden_layers=2, vocab_size=512)
-    m.update(
-        {k: v for k, v in dict(num_heads=2, intermediate_size=96, state_size=8, ssd_head_dim=16).items() if k in m}
-    )
-    return m
+    small = dict(num_heads=2, intermediate_size=96, state_size=8, ssd_head_dim=16)
+    return dict(model, hidden_size=64, num_hidden_layers=2, vocab_size=512) | {k: small[k] for k in small if k in model}
 
 
 def _measure_steps(run: Run, model: torch.nn.Module, micro_batch: int, T: int, vocab: int) -> dict:
@@ -333,24 +324,16 @@ def training_items(run: Run) -> dict[str, Callable[[], dict]]:
 
 
 def e2e_items(run: Run, work: Path) -> dict[str, Callable[[], dict]]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's tests/: the train.py test helpers
+    from tests.training_utils import data_args, losses, make_corpus, run_train
+
     steps = 5 if run.rehearse else 100
     state: dict = {}
 
     def data() -> dict:
-        from pydoc_data.topics import topics
-
-        from lrnn_lm.training.corpus import build_tokenizer
-
-        work.mkdir(parents=True, exist_ok=True)
-        docs = [" ".join(topics[n].split()) for n in sorted(topics)][: 40 if run.rehearse else None]
-        split = max(1, len(docs) // 10)
-        (work / "train.txt").write_text("\n".join(docs[split:]) + "\n")
-        (work / "val.txt").write_text("\n".join(docs[:split]) + "\n")
-        (work / "tok.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[split:]))
-        vocab = 300 if run.rehearse else 4096
-        build_tokenizer(work / "tok.jsonl", vocab, root=work)
-        state["tokenizer"] = next(work.glob(f"bpe_{vocab}_*"))
-        return {"train_bytes": (work / "train.txt").stat().st_size, "tokenizer_vocab": vocab}
+        n_train, n_val, vocab = (36, 4, 300) if run.rehearse else (72, 7, 4096)  # 79 documentation topics in all
+        state["corpus"] = make_corpus(work, n_train, n_val, vocab)
+        return {"train_bytes": state["corpus"]["train"].stat().st_size, "tokenizer_vocab": vocab}
 
     def train() -> dict:
         model = dict(TINY_E2E_MODEL if run.rehearse else E2E_MODEL, mixer="deltanet", eigval_range="[-1,1]")
@@ -359,9 +342,7 @@ def e2e_items(run: Run, work: Path) -> dict[str, Callable[[], dict]]:
             f"--out_dir={out}",
             "--overwrite=delete",
             "--model=" + json.dumps(model),
-            f"--data.sources=[{{path: '{work / 'train.txt'}'}}]",
-            f"--data.validation=[{{path: '{work / 'val.txt'}'}}]",
-            f"--tokenizer.name_or_path={state['tokenizer']}",
+            *data_args(state["corpus"]),
             f"--data.seq_len={64 if run.rehearse else 512}",
             f"--train.micro_batch_size={4 if run.rehearse else 16}",
             f"--train.max_steps={steps}",
@@ -374,19 +355,16 @@ def e2e_items(run: Run, work: Path) -> dict[str, Callable[[], dict]]:
             f"--checkpoint.every={max(1, steps // 2)}",
             "--logging.progress=false",
         ] + (["--train.threads=1"] if run.rehearse else [])
-        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        left = max(run.deadline - time.time(), 10)
-        r = subprocess.run([sys.executable, "train.py", *args], capture_output=True, text=True, timeout=left, env=env)
+        r = run_train(args, env={"TRITON_INTERPRET": "0"}, timeout=max(run.deadline - time.time(), 10))
         (work / "train.log").write_text(r.stdout + "\n--- stderr\n" + r.stderr)
         if r.returncode != 0:
             return {"status": f"failed: train.py exited {r.returncode}", "stderr_tail": r.stderr[-2000:]}
-        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        losses = [(rec["step"], rec["loss"]) for rec in records if "loss" in rec]
+        curve = sorted(losses(out / "metrics.jsonl").items())
         summary = json.loads((out / "summary.json").read_text())
         state["final"] = out / "final"
-        res = {"losses": losses, "summary": summary, "loss_falling": losses[-1][1] < losses[0][1]}
+        res = {"losses": curve, "summary": summary, "loss_falling": curve[-1][1] < curve[0][1]}
         if not (res["loss_falling"] and summary.get("step") == steps):
-            res["status"] = f"failed: loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f} in {summary.get('step')} steps"
+            res["status"] = f"failed: loss {curve[0][1]:.3f} -> {curve[-1][1]:.3f} in {summary.get('step')} steps"
         return res
 
     def checkpoint() -> dict:
@@ -412,7 +390,7 @@ def e2e_items(run: Run, work: Path) -> dict[str, Callable[[], dict]]:
 
     return {
         "data_and_tokenizer": data,
-        "train_py": after("tokenizer", train),
+        "train_py": after("corpus", train),
         "checkpoint": after("final", checkpoint),
         "from_pretrained_generate": after("final", generate),
     }

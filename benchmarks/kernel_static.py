@@ -40,15 +40,6 @@ SM90 = ("cuda", 90, 32)
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-_DTYPES = {
-    torch.float32: "fp32",
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.int32: "i32",
-    torch.int64: "i64",
-    torch.int8: "i8",
-    torch.uint8: "u8",
-}
 
 
 @dataclass
@@ -94,7 +85,7 @@ def _load_kernel(target: str):
 def _signature(fn, args: dict[str, object]):
     """The (signature, constexprs, attrs) a launch with ``args`` would compile with."""
     from triton.backends.compiler import BaseBackend
-    from triton.runtime.jit import native_specialize_impl
+    from triton.runtime.jit import native_specialize_impl, type_canonicalisation_dict
 
     missing = [n for n in fn.arg_names if n not in args]
     extra = [n for n in args if n not in fn.arg_names]
@@ -107,7 +98,7 @@ def _signature(fn, args: dict[str, object]):
             signature[p.name] = "constexpr"
             constexprs[p.name] = value
         elif isinstance(value, torch.dtype):
-            signature[p.name] = "*" + _DTYPES[value]
+            signature[p.name] = "*" + type_canonicalisation_dict[str(value).removeprefix("torch.")]
             attrs[(i,)] = [["tt.divisibility", 16]]  # a CUDA allocation is 256-byte aligned
         elif value is None:
             signature[p.name] = "constexpr"
@@ -186,10 +177,7 @@ def parse_sass(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 
 
 def _opcode(instr: str) -> str:
-    parts = instr.split()
-    if parts and parts[0].startswith("@"):
-        parts = parts[1:]
-    return parts[0] if parts else ""
+    return next((part for part in instr.split() if not part.startswith("@")), "")  # past a predicate "@!P0"
 
 
 def _counts(instrs: list[str]) -> dict[str, int]:
@@ -218,10 +206,7 @@ def innermost_loops(back: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def _source(kernel: str) -> str:
     """The kernel's file, relative to this checkout when it lies inside it (reports name no machine's paths)."""
     path = Path(importlib.import_module(f"lrnn_lm.kernels.{kernel.partition(':')[0]}").__file__)
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def analyse(spec: KernelSpec, sass_dir: Path | None = None) -> dict[str, object]:

@@ -3,160 +3,36 @@
     python benchmarks/memory.py [--json out.json] [--path cuda|cpu|both] [--no-peers]
 
 What autograd saves for the backward (parameters left out), under bf16 autocast on CPU, per token: the difference
-between two sequence lengths over the extra tokens. Two code paths: ``cpu``, and ``cuda``, the GPU's host code run
-on CPU with every Triton launch a no-op (:func:`cuda_code_path`). How it measures, what the peak prediction
-assumes, and the figures: docs/memory.md.
+between two sequence lengths over the extra tokens, on the ``cpu`` code path and on the ``cuda`` one (the GPU's
+host code run on CPU, every Triton launch a no-op), measured by ``lrnn_lm.analysis.activation_memory``. How it
+measures, what the peak prediction assumes, and the figures: docs/memory.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from unittest import mock
 
 import torch
 import yaml
-from torch.utils.checkpoint import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # this checkout's lrnn_lm, not an installed copy's
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM  # noqa: E402
-from lrnn_lm.layers import Mixer  # noqa: E402
-from lrnn_lm.linear_cross_entropy import linear_causal_lm_loss  # noqa: E402
-from lrnn_lm.modeling_lrnn import LRNNBlock  # noqa: E402
+from lrnn_lm.analysis.activation_memory import (  # noqa: E402
+    autocast_saved,
+    block_bytes,
+    cuda_code_path,
+    head_bytes,
+    per_token,
+)
 
 KB = 1024
 GIB = 1024**3
-SHORT, LONG = 128, 256  # the two lengths of the per-token difference (multiples of every kernel's chunk)
-
-
-def saved_bytes(fn: Callable[[], object], exclude: tuple[torch.Tensor, ...] = ()) -> int:
-    """Bytes of the distinct storages autograd saves while ``fn()`` runs, without those of ``exclude``
-    (parameters). What ``fn`` returns is dropped after the count."""
-    skip = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict[int, int] = {}
-    keep = []  # hold every saved tensor so no storage is freed and its address reused during the count
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr not in skip and storage.nbytes():
-            seen[ptr] = max(seen.get(ptr, 0), storage.nbytes())
-        keep.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    del out
-    keep.clear()
-    return sum(seen.values())
-
-
-def per_token(measure: Callable[[int], int]) -> float:
-    """Saved bytes per token: ``(measure(LONG) - measure(SHORT)) / (LONG - SHORT)``, batch 1."""
-    return (measure(LONG) - measure(SHORT)) / (LONG - SHORT)
-
-
-def _zero_filled(empty: Callable) -> Callable:
-    return lambda *args, **kwargs: empty(*args, **kwargs).zero_()
-
-
-@contextlib.contextmanager
-def cuda_code_path() -> Iterator[None]:
-    """Run the GPU code path on CPU with no-op Triton kernels (docs/memory.md)."""
-    from triton.runtime import jit
-
-    from lrnn_lm.kernels import backend
-    from lrnn_lm.layers import conv, fused
-
-    patches = [
-        (jit.KernelInterface, "__getitem__", lambda self, grid: lambda *a, **k: None),
-        (backend, "triton_usable", lambda device: True),
-        (conv, "conv2d_channels_last", conv.shifted_multiply_add),
-        (fused, "use_fla", lambda x: fused.fla_available()),
-        (fused, "recompute_in_backward", lambda x: True),
-        # Buffers the skipped kernels would have written read as zeros, not as uninitialised memory, so the value
-        # checks of the ops downstream (finite inputs) pass; what is allocated and saved does not change.
-        (torch, "empty", _zero_filled(torch.empty)),
-        (torch, "empty_like", _zero_filled(torch.empty_like)),
-        (torch.Tensor, "new_empty", _zero_filled(torch.Tensor.new_empty)),
-    ]
-    try:
-        from triton.runtime import interpreter
-
-        patches.append((interpreter.InterpretedFunction, "__getitem__", lambda self, grid: lambda *a, **k: None))
-    except ImportError:
-        pass
-    with contextlib.ExitStack() as stack:
-        for obj, name, new in patches:
-            stack.enter_context(mock.patch.object(obj, name, new))
-        yield
-
-
-def autocast_saved(fn: Callable[[], object], module: torch.nn.Module) -> int:
-    """:func:`saved_bytes` of ``fn()`` under bf16 CPU autocast, without ``module``'s parameters."""
-
-    def run():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return fn()
-
-    return saved_bytes(run, exclude=tuple(module.parameters()))
-
-
-def block_bytes(config: LRNNConfig, layer: int, T: int, checkpointing: bool = False) -> int:
-    """Saved bytes of one training forward of block ``layer`` on a ``[1, T, d]`` fp32 residual stream (with
-    ``checkpointing``: as under ``train.activation_checkpointing: blocks``)."""
-    block = LRNNBlock(config, layer).train()
-    if checkpointing:  # what PreTrainedModel.activation_checkpointing_enable sets on every such layer
-        block.gradient_checkpointing = True
-        block._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
-    for module in block.modules():  # the model's own init of mixer parameters (A_log, D, dt bias, ...)
-        if isinstance(module, Mixer):
-            module.init_weights()
-    hidden = torch.randn(1, T, config.hidden_size, requires_grad=True)
-    return autocast_saved(lambda: block(hidden), block)
-
-
-def head_bytes(config: LRNNConfig, T: int, fused: bool = False) -> int:
-    """Saved bytes of the training step's loss from the last block's output: ``norm_f``, ``lm_head`` and the loss
-    (fused: the chunked loss without logits; otherwise the model's logits and its loss)."""
-    small = LRNNConfig(**{**config.to_diff_dict(), "num_hidden_layers": 1, "mixer": "deltanet"})
-    model = LRNNForCausalLM(small).train()
-    hidden = torch.randn(1, T, config.hidden_size, requires_grad=True)
-    labels = torch.randint(0, config.vocab_size, (1, T))
-
-    def loss() -> torch.Tensor:
-        h = model.model.norm_f(hidden)
-        if fused:
-            return linear_causal_lm_loss(h, model.lm_head.weight, labels)
-        return model.loss_function(logits=model.lm_head(h).float(), labels=labels, vocab_size=config.vocab_size)
-
-    return autocast_saved(loss, model)
-
-
-def model_bytes(config: LRNNConfig, T: int) -> int:
-    """Saved bytes of a whole model's training forward and loss (the model's own loss)."""
-    model = LRNNForCausalLM(config).train()
-    ids = torch.randint(0, config.vocab_size, (1, T))
-    return autocast_saved(lambda: model(input_ids=ids, labels=ids, use_cache=False).loss, model)
-
-
-def predicted_model_bytes(config: LRNNConfig, T: int) -> dict:
-    """Saved bytes of a whole model predicted from one-block and head figures: per token
-    ``sum over layers of block + head and loss + 8`` (the embedding keeps the int64 token ids)."""
-    per_layer = {}
-    for i, mixer in enumerate(config.layer_mixers):
-        if mixer not in per_layer:
-            per_layer[mixer] = per_token(lambda n, i=i: block_bytes(config, i, n))
-    head = per_token(lambda n: head_bytes(config, n))
-    blocks = sum(per_layer[m] for m in config.layer_mixers)
-    return {"per_block": per_layer, "head": head, "per_token": blocks + head + 8, "total": (blocks + head + 8) * T}
 
 
 def shipped_configs() -> dict[str, dict]:
@@ -178,8 +54,7 @@ def config_of(model: dict, eigval_range: str, path: str = "cpu") -> LRNNConfig:
 
 def n_params(config: LRNNConfig) -> int:
     with torch.device("meta"):
-        model = LRNNForCausalLM(config)
-    return sum(p.numel() for p in model.parameters())
+        return LRNNForCausalLM(config).num_parameters()
 
 
 # The per-block memory bars (docs/memory.md) are at d 1024; the shipped Gated DeltaNet and DeltaProduct configs are
@@ -232,23 +107,19 @@ def predict_peak(name: str, spec: dict, results: dict, path: str = "cuda") -> di
     if any(b is None for b in blocks):
         return {}
     out = {"tokens": tokens, "params": n_params(config)}
-    for head in ("logits", "chunked"):
-        if (head_b := results["head"].get(f"{head} {path}")) is not None:
-            saved = tokens * (sum(blocks) + head_b + 8)  # plus weights, grads, AdamW; plus one block's working set
-            out[head] = {
-                "saved_gib": saved / GIB,
-                "peak_gib": (16 * out["params"] + saved + tokens * max(blocks)) / GIB,
-            }
     ckpt = [results["blocks checkpointed"].get(f"{name} {m} [-1,1] {path}") for m in config.layer_mixers]
-    if "chunked" in out and all(c is not None for c in ckpt):
-        saved = tokens * (sum(ckpt) + results["head"][f"chunked {path}"] + 8)
-        # the backward recomputes one block at a time: its full saved set is live on top
-        peak = 16 * out["params"] + saved + 2 * tokens * max(blocks)
-        out["chunked + blocks checkpointing"] = {
-            "saved_gib": saved / GIB,
-            "peak_gib": peak / GIB,
-            "blocks_saved_ratio": sum(blocks) / sum(ckpt),
-        }
+    # label: (saved per block, head, blocks' saved sets live in the backward's working memory: with block
+    # checkpointing the block being recomputed keeps its full set on top)
+    variants = {"logits": (blocks, "logits", 1), "chunked": (blocks, "chunked", 1)}
+    variants["chunked + blocks checkpointing"] = (ckpt, "chunked", 2)
+    for label, (per_block, head, working) in variants.items():
+        head_b = results["head"].get(f"{head} {path}")
+        if head_b is not None and None not in per_block:
+            saved = tokens * (sum(per_block) + head_b + 8)
+            peak = 16 * out["params"] + saved + working * tokens * max(blocks)
+            out[label] = {"saved_gib": saved / GIB, "peak_gib": peak / GIB}
+    if "chunked + blocks checkpointing" in out:
+        out["chunked + blocks checkpointing"]["blocks_saved_ratio"] = sum(blocks) / sum(ckpt)
     return out
 
 
@@ -315,10 +186,8 @@ def print_table(results: dict) -> None:
     for name, pred in results["configs"].items():
         if not pred:
             continue
-        cols = []
-        for head in ("logits", "chunked", "chunked + blocks checkpointing"):
-            v = pred.get(head, {})
-            cols.append(f"{v.get('saved_gib', 0):.1f} / {v.get('peak_gib', 0):.1f}")
+        heads = [pred.get(head, {}) for head in ("logits", "chunked", "chunked + blocks checkpointing")]
+        cols = [f"{v.get('saved_gib', 0):.1f} / {v.get('peak_gib', 0):.1f}" for v in heads]
         ratio = pred.get("chunked + blocks checkpointing", {}).get("blocks_saved_ratio", 0)
         print(
             f"{name:22s} {pred['tokens']:7d} {pred['params'] / 1e6:6.0f}M {cols[0]:>18s} {cols[1]:>19s} "
