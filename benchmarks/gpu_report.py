@@ -55,25 +55,16 @@ def markdown(report: dict) -> str:
         lines += [f"- FAILED `{f['test']}`: {f['message'][:200]}" for f in tests["failures"]]
         lines += [f"- skipped x{n}: {why}" for why, n in tests["skip_reasons"].items()]
     sections = timing.get("sections", {})
-    kernels = sections.get("kernels", {})
-    if kernels:
-        lines += ["", "## Kernels, forward+backward (ms, median)", ""]
-        lines += ["| op | shape | unsigned | signed | signed/unsigned | peer | peer ms | ours unsigned/peer |"]
-        lines += ["| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    if kernels := sections.get("kernels"):
+        lines += ["", "## Kernels, forward+backward", "", "| op | run | ms (median) | time / ours unsigned |"]
+        lines.append("| --- | --- | --- | --- |")
         for op, r in kernels.items():
-            if r["status"] != "ok":
-                lines.append(f"| {op} | {r['status']} | | | | | | |")
-                continue
-            row = f"| {op} | {r['shape']} | {_ms(r['unsigned'])} | {_ms(r['signed'])} | "
-            row += f"{_num(r['signed_time_over_unsigned'])} |"
-            peers = [k for k, v in r.items() if isinstance(v, dict) and k not in ("shape", "signed", "unsigned")]
-            for i, peer in enumerate(peers or [None]):
-                prefix = row if i == 0 else "| | | | | |"
-                cell = r.get(peer, {}).get("skipped") if peer else None
-                ratio = _num(r.get(f"ours_unsigned_time_over_{peer}"))
-                lines.append(f"{prefix} {peer or '-'} | {cell or _ms(r.get(peer))} | {ratio} |")
-    training = sections.get("training", {})
-    if training:
+            lines.append(f"| {op} | {r['status']}: {r.get('shape', '')} | | |")
+            runs = {k: v for k, v in r.items() if isinstance(v, dict) and k != "shape"} if r["status"] == "ok" else {}
+            for name, v in runs.items():
+                ratio = _num(v["median_ms"] / r["unsigned"]["median_ms"]) if "median_ms" in v else "-"
+                lines.append(f"| | {name} | {v.get('skipped') or _ms(v)} | {ratio} |")
+    if training := sections.get("training"):
         lines += ["", "## Training step (bf16 autocast, AdamW)", ""]
         lines += ["| model | status | batch x T | tokens/s | MFU (6N) | peak GiB | params |", "| --- " * 7 + "|"]
         for name, r in training.items():
@@ -81,8 +72,7 @@ def markdown(report: dict) -> str:
             mfu = _num(r.get("mfu_6N"), "{:.1%}")
             row = f"| {name} | {r['status']} | {shape} | {_num(r.get('tokens_per_s'), '{:,.0f}')} | {mfu} | "
             lines.append(row + f"{_num(r.get('peak_memory_GiB'), '{:.1f}')} | {_num(r.get('params'), '{:,}')} |")
-    e2e = sections.get("e2e", {})
-    if e2e:
+    if e2e := sections.get("e2e"):
         lines += ["", "## End to end", ""]
         for name, r in e2e.items():
             extra = ""

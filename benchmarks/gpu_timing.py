@@ -4,18 +4,14 @@ end-to-end smoke. Correctness is ``python -m pytest --device cuda``'s (benchmark
     python benchmarks/gpu_timing.py --out DIR [--budget-s 300] [--sections kernels,training,e2e] [--repeats 10]
     python benchmarks/gpu_timing.py --out DIR --rehearse     # the same code on CPU at tiny shapes (CI)
 
-Writes ``DIR/timing.json`` after every item, so a run stopped by its time limit keeps what it measured; an item
-that does not start before the budget runs out is recorded as ``skipped: budget``.
-
-- kernels: forward+backward (CUDA events, median of ``--repeats``), bf16 inputs, fp32 states, 340M/370M shapes,
-  ours signed and unsigned (``backend="triton"``) against mamba_ssm's ``selective_scan_fn`` and
-  ``mamba_chunk_scan_combined`` and fla's chunked ops, where importable.
-- training: a bf16 training step (autocast, AdamW) of each shipped 340M/370M config in both ranges, against fla's
-  ``DeltaNetForCausalLM`` and transformers' Mamba / Mamba-2 (only on mamba_ssm's fast path): tokens/s, MFU (6N),
-  peak memory.
-- e2e: ``train.py`` for 100 steps on a 117M DeltaNet in bf16 (the loss must fall), its checkpoints verified, then
+- kernels: ours (``backend="triton"``, signed and unsigned) and mamba_ssm's and fla's kernels where importable,
+  forward+backward, bf16 inputs at the 340M/370M models' shapes, median of ``--repeats`` by CUDA events;
+- training: one bf16 step (autocast, AdamW) of each 340M/370M config in both ranges and of fla's DeltaNet and
+  transformers' Mamba / Mamba-2 (only on mamba_ssm's fast path): tokens/s, MFU (6N), peak memory;
+- e2e: ``train.py`` 100 steps on a 117M DeltaNet in bf16 (the loss must fall), checkpoints verified, then
   ``from_pretrained`` + ``generate``.
 
+``DIR/timing.json`` is rewritten after every item; one that would start past the budget is ``skipped: budget``.
 ``--rehearse``: CPU, ``chunk`` backend, tiny shapes, wall clock, 5 training steps; its numbers measure nothing.
 """
 
@@ -338,23 +334,19 @@ def e2e_items(run: Run, work: Path) -> dict[str, Callable[[], dict]]:
     def train() -> dict:
         model = dict(TINY_E2E_MODEL if run.rehearse else E2E_MODEL, mixer="deltanet", eigval_range="[-1,1]")
         out = work / "run"
-        args = [
-            f"--out_dir={out}",
-            "--overwrite=delete",
-            "--model=" + json.dumps(model),
-            *data_args(state["corpus"]),
-            f"--data.seq_len={64 if run.rehearse else 512}",
-            f"--train.micro_batch_size={4 if run.rehearse else 16}",
-            f"--train.max_steps={steps}",
-            f"--train.precision={'auto' if run.rehearse else 'bf16'}",
-            f"--optim.lr={3e-3 if run.rehearse else 1e-3}",
-            f"--optim.warmup_steps={1 if run.rehearse else 10}",
-            f"--train.log_every={1 if run.rehearse else 5}",
-            f"--train.eval_every={steps}",
-            "--train.eval_batches=2",
-            f"--checkpoint.every={max(1, steps // 2)}",
-            "--logging.progress=false",
-        ] + (["--train.threads=1"] if run.rehearse else [])
+        sizes = {  # option: (rehearsal, GPU)
+            "data.seq_len": (64, 512),
+            "train.micro_batch_size": (4, 16),
+            "train.precision": ("auto", "bf16"),
+            "optim.lr": (3e-3, 1e-3),
+            "optim.warmup_steps": (1, 10),
+            "train.log_every": (1, 5),
+        }
+        args = [f"--out_dir={out}", "--overwrite=delete", "--model=" + json.dumps(model), *data_args(state["corpus"])]
+        args += [f"--{k}={v[0] if run.rehearse else v[1]}" for k, v in sizes.items()]
+        args += [f"--train.max_steps={steps}", f"--train.eval_every={steps}", "--train.eval_batches=2"]
+        args += [f"--checkpoint.every={max(1, steps // 2)}", "--logging.progress=false"]
+        args += ["--train.threads=1"] if run.rehearse else []
         r = run_train(args, env={"TRITON_INTERPRET": "0"}, timeout=max(run.deadline - time.time(), 10))
         (work / "train.log").write_text(r.stdout + "\n--- stderr\n" + r.stderr)
         if r.returncode != 0:

@@ -4,13 +4,13 @@ same sizes, all models of a suite in one run, taking steps in turns (benchmarks/
     python benchmarks/train_throughput.py [--suite mamba|attention] [--steps 5]
 
 - ``mamba``: our Mamba and Mamba-2 in both ranges against transformers' ``MambaForCausalLM`` and
-  ``Mamba2ForCausalLM`` (their reference paths on CPU), and our [-1,1] DeltaNet. Hidden 128, 2 layers, state 16,
-  expand 2; Mamba-2: 4 heads of 64, 1 group, transformers' chunk 256.
-- ``attention``: our all-attention model, converted from transformers' ``LlamaForCausalLM`` (SDPA) so both hold
-  the same weights, with 4 heads and with GQA (2 key/value heads); hidden 128, 2 layers, SwiGLU MLP 352.
+  ``Mamba2ForCausalLM`` (their CPU reference paths), and our [-1,1] DeltaNet; hidden 128, 2 layers, state 16,
+  expand 2; Mamba-2: 4 heads of 64, 1 group.
+- ``attention``: our all-attention model converted from transformers' ``LlamaForCausalLM`` (SDPA), the same
+  weights, 4 heads and GQA with 2 key/value heads; hidden 128, 2 layers, SwiGLU MLP 352.
 
-T 256, batch 4, vocab 1000, fp32. Tokens/s come from each model's fastest step; the ratios are given from those
-and, for the mamba suite, as the median over rounds of the ratio within a round.
+T 256, batch 4, vocab 1000, fp32. Tokens/s from each model's fastest step; time ratios best of steps against best
+of steps and as the median over rounds of the ratio within a round.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from lrnn_lm.convert import convert_model
 
 HIDDEN, LAYERS, STATE, EXPAND, T, BATCH, VOCAB = 128, 2, 16, 2, 256, 4, 1000
 SSD_HEAD_DIM, HEADS, MLP = 64, 4, 352  # Mamba-2: d_inner 256 in 4 heads; attention: 4 heads, SwiGLU 352
+BASE = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS)
 
 
 def trainer(model: torch.nn.Module, ids: torch.Tensor) -> Callable[[], None]:
@@ -58,13 +59,13 @@ def race(models: dict[str, torch.nn.Module], steps: int, pairs: dict[str, tuple[
 
 
 def mamba_suite(steps: int) -> dict:
-    ssm = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, state_size=STATE, expand=EXPAND)
+    ssm = dict(BASE, state_size=STATE, expand=EXPAND)
     heads = dict(num_heads=EXPAND * HIDDEN // SSD_HEAD_DIM, head_dim=SSD_HEAD_DIM, n_groups=1)
     peers = {
         "mamba": MambaForCausalLM(MambaConfig(**ssm, use_mambapy=False)),
         "mamba2": Mamba2ForCausalLM(Mamba2Config(**ssm, **heads, tie_word_embeddings=True)),  # tied, as ours
     }
-    common = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, intermediate_size=0)
+    common = dict(BASE, intermediate_size=0)
     mixers = {
         "mamba": dict(mixer="mamba", state_size=STATE, expand=EXPAND),
         "mamba2": dict(mixer="mamba2", state_size=STATE, expand=EXPAND, ssd_head_dim=SSD_HEAD_DIM, ssd_groups=1),
@@ -96,18 +97,8 @@ def attention_suite(steps: int) -> dict:
     runs = []
     for kv_heads in (HEADS, HEADS // 2):
         torch.manual_seed(0)
-        llama = LlamaForCausalLM(
-            LlamaConfig(
-                vocab_size=VOCAB,
-                hidden_size=HIDDEN,
-                intermediate_size=MLP,
-                num_hidden_layers=LAYERS,
-                num_attention_heads=HEADS,
-                num_key_value_heads=kv_heads,
-                tie_word_embeddings=False,
-                attn_implementation="sdpa",
-            )
-        )
+        attention = dict(num_attention_heads=HEADS, num_key_value_heads=kv_heads, attn_implementation="sdpa")
+        llama = LlamaForCausalLM(LlamaConfig(**BASE, **attention, intermediate_size=MLP, tie_word_embeddings=False))
         models = {"transformers_llama": llama, "ours_attention": convert_model(llama).float()}
         pair = {"ours_over_llama": ("transformers_llama", "ours_attention")}
         runs.append({"kv_heads": kv_heads, **race(models, steps, pair)})
