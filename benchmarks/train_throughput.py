@@ -3,9 +3,9 @@ same sizes, all models of a suite in one run, taking steps in turns (benchmarks/
 
     python benchmarks/train_throughput.py [--suite mamba|attention] [--steps 5]
 
-- ``mamba``: our Mamba and Mamba-2 in both ranges against transformers' ``MambaForCausalLM`` and
-  ``Mamba2ForCausalLM`` (their CPU reference paths), and our [-1,1] DeltaNet; hidden 128, 2 layers, state 16,
-  expand 2; Mamba-2: 4 heads of 64, 1 group.
+- ``mamba``: transformers' ``MambaForCausalLM`` and ``Mamba2ForCausalLM`` (their CPU reference paths) against
+  ours converted from them (the same weights) in both ranges, and our [-1,1] DeltaNet; hidden 128, 2 layers,
+  state 16, expand 2; Mamba-2: 4 heads of 64, 1 group.
 - ``attention``: our all-attention model converted from transformers' ``LlamaForCausalLM`` (SDPA), the same
   weights, 4 heads and GQA with 2 key/value heads; hidden 128, 2 layers, SwiGLU MLP 352.
 
@@ -65,24 +65,16 @@ def mamba_suite(steps: int) -> dict:
         "mamba": MambaForCausalLM(MambaConfig(**ssm, use_mambapy=False)),
         "mamba2": Mamba2ForCausalLM(Mamba2Config(**ssm, **heads, tie_word_embeddings=True)),  # tied, as ours
     }
-    common = dict(BASE, intermediate_size=0)
-    mixers = {
-        "mamba": dict(mixer="mamba", state_size=STATE, expand=EXPAND),
-        "mamba2": dict(mixer="mamba2", state_size=STATE, expand=EXPAND, ssd_head_dim=SSD_HEAD_DIM, ssd_groups=1),
-    }
     models = {}
-    for name, mixer in mixers.items():
-        models[f"transformers_{name}"] = peers[name]
-        neg = LRNNForCausalLM(LRNNConfig(**mixer, eigval_range="[-1,1]", **common))
-        pos = LRNNForCausalLM(LRNNConfig(**mixer, eigval_range="[0,1]", **common))
-        # The [0,1] model takes its [-1,1] twin's weights, so the pair differs only in eigval_range and their time
-        # ratio is the cost of the sign, not of another random draw of dt (which sets how many decays flush to 0).
-        pos.load_state_dict(neg.state_dict())
-        models |= {f"ours_{name}_[-1,1]": neg, f"ours_{name}_[0,1]": pos}
-    models["ours_deltanet_[-1,1]"] = LRNNForCausalLM(
-        LRNNConfig(mixer="deltanet", num_heads=4, eigval_range="[-1,1]", **common)
-    )
-    # Time over time: [0,1] computes transformers' function (tests/test_convert.py matches their logits).
+    for name, peer in peers.items():
+        # Ours converted from the peer (lrnn_lm.convert): the same weights, so [0,1] computes the peer's function
+        # (tests/test_convert.py) and [-1,1] differs from it only in the range; their time ratio is the cost of the
+        # sign, not of another random draw of dt (which sets how many decays flush to 0).
+        neg, pos = convert_model(peer, eigval_range="[-1,1]"), convert_model(peer)
+        models |= {f"transformers_{name}": peer, f"ours_{name}_[-1,1]": neg, f"ours_{name}_[0,1]": pos}
+    deltanet = LRNNConfig(**BASE, mixer="deltanet", num_heads=4, intermediate_size=0, eigval_range="[-1,1]")
+    models["ours_deltanet_[-1,1]"] = LRNNForCausalLM(deltanet)
+    # Time over time.
     pairs = {
         "ours_mamba_over_transformers": ("transformers_mamba", "ours_mamba_[-1,1]"),
         "ours_mamba2_over_transformers": ("transformers_mamba2", "ours_mamba2_[-1,1]"),
