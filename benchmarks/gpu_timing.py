@@ -283,13 +283,9 @@ def training_items(run: Run) -> dict[str, Callable[[], dict]]:
 
         model, mb, T = sizes(name)
         keys = ("hidden_size", "num_hidden_layers", "num_heads", "intermediate_size", "vocab_size")
-        config = DeltaNetConfig(
-            **{k: model[k] for k in keys},
-            hidden_ratio=None,
-            use_short_conv=model.get("use_short_conv", True),
-            allow_neg_eigval=model["eigval_range"] == "[-1,1]",
-            tie_word_embeddings=model.get("tie_word_embeddings", False),
-        )
+        same = {k: model[k] for k in keys} | {"allow_neg_eigval": model["eigval_range"] == "[-1,1]"}
+        defaults = {"use_short_conv": True, "tie_word_embeddings": False}  # where our config leaves them out
+        config = DeltaNetConfig(**same, **{k: model.get(k, v) for k, v in defaults.items()}, hidden_ratio=None)
         res = train_step(run, lambda: DeltaNetForCausalLM(config), mb, T, config.vocab_size)
         return {"peer": "fla DeltaNetForCausalLM", "allow_neg_eigval": config.allow_neg_eigval, **res}
 
@@ -400,21 +396,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rehearse and not torch.cuda.is_available():
         print("gpu_timing: no CUDA device; nothing was timed (--rehearse runs the code paths on CPU)", file=sys.stderr)
         return 2
+    if unknown := set(args.sections.split(",")) - set(SECTIONS):
+        p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     run = Run(args.out, args.rehearse, args.budget_s, args.repeats)
     run.report["environment"] = environment()
-    sections = args.sections.split(",")
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
-    if "kernels" in sections:
-        for op in kernels.ops():
-            run.item("kernels", op, lambda op=op: time_op(run, op))
-    if "training" in sections:
-        for name, fn in training_items(run).items():
-            run.item("training", name, fn)
-    if "e2e" in sections:
-        for name, fn in e2e_items(run, args.work or args.out / "work").items():
-            run.item("e2e", name, fn)
+    builders = {
+        "kernels": lambda: {op: lambda op=op: time_op(run, op) for op in kernels.ops()},
+        "training": lambda: training_items(run),
+        "e2e": lambda: e2e_items(run, args.work or args.out / "work"),
+    }
+    for section in (s for s in SECTIONS if s in args.sections.split(",")):  # in this order
+        for name, fn in builders[section]().items():
+            run.item(section, name, fn)
     failed = [
         f"{s}/{n}" for s, items in run.report["sections"].items() for n, i in items.items() if "failed" in i["status"]
     ]

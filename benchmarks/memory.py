@@ -134,30 +134,19 @@ def measure_peers() -> dict:
     from transformers.models.mamba.modeling_mamba import MambaBlock
     from transformers.models.mamba2.modeling_mamba2 import Mamba2Block
 
-    d, mlp = dict(hidden_size=1024), dict(intermediate_size=2816, allow_neg_eigval=True)
-    peers = {  # label: (block builder, GPU path)
-        "fla DeltaNet (allow_neg_eigval, GPU path)": (
-            lambda: DeltaNetBlock(DeltaNetConfig(**d, **mlp, num_heads=8), 0),
-            True,
+    fla = dict(hidden_size=1024, intermediate_size=2816, allow_neg_eigval=True)
+    mamba2 = dict(hidden_size=1024, state_size=128, expand=2, head_dim=64, num_heads=32, n_groups=1)
+    peers = {  # a "GPU path" label runs under cuda_code_path
+        "fla DeltaNet (allow_neg_eigval, GPU path)": lambda: DeltaNetBlock(DeltaNetConfig(**fla, num_heads=8), 0),
+        "fla GatedDeltaNet at d 1024 (allow_neg_eigval, GPU path)": lambda: GatedDeltaNetBlock(
+            GatedDeltaNetConfig(**fla, num_heads=3, head_dim=256, expand_v=2), 0
         ),
-        "fla GatedDeltaNet at d 1024 (allow_neg_eigval, GPU path)": (
-            lambda: GatedDeltaNetBlock(GatedDeltaNetConfig(**d, **mlp, num_heads=3, head_dim=256, expand_v=2), 0),
-            True,
-        ),
-        "transformers Mamba (torch path)": (
-            lambda: MambaBlock(MambaConfig(**d, state_size=16, expand=2), layer_idx=0),
-            False,
-        ),
-        "transformers Mamba2 (torch path)": (
-            lambda: Mamba2Block(
-                Mamba2Config(**d, state_size=128, expand=2, head_dim=64, num_heads=32, n_groups=1), layer_idx=0
-            ),
-            False,
-        ),
+        "transformers Mamba (torch path)": lambda: MambaBlock(MambaConfig(hidden_size=1024, state_size=16), 0),
+        "transformers Mamba2 (torch path)": lambda: Mamba2Block(Mamba2Config(**mamba2), 0),
     }
     out = {}
-    for label, (build, gpu_path) in peers.items():
-        with cuda_code_path() if gpu_path else contextlib.nullcontext():
+    for label, build in peers.items():
+        with cuda_code_path() if "GPU path" in label else contextlib.nullcontext():
             block = build().train()
             out[label] = per_token(
                 lambda T, b=block: autocast_saved(lambda: b(torch.randn(1, T, 1024, requires_grad=True)), b)

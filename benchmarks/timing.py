@@ -1,11 +1,8 @@
-"""What the benchmarks share: interleaved timing with two statistics of a ratio, and one forward+backward of an op.
+"""What the CPU and GPU benchmarks share: interleaved timing, two statistics of a ratio, one forward+backward.
 
-- best of rounds: the fastest run of each function, which on a shared machine may come from two different load
-  levels;
-- median of rounds: the median, over rounds, of the ratio between two functions timed back to back in the same
-  round (with its quartiles), steadier when the machine's speed drifts between rounds.
-
-Both come from the same runs; the benchmarks report both.
+Functions are timed in turns, one run each per round. Best of rounds takes each function's fastest run, which on a
+shared machine may come from two load levels; median of rounds takes the median over rounds of the ratio between
+two functions timed in the same round (and its quartiles), steadier when the machine's speed drifts.
 """
 
 from __future__ import annotations
