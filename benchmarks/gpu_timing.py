@@ -1,36 +1,28 @@
 """GPU timings, one run: kernels against their peers, training steps and peak memory of the shipped configs, and an
-end-to-end smoke (train.py, a checkpoint, from_pretrained + generate). Correctness is not checked here: that is
-``python -m pytest --device cuda`` (benchmarks/gpu_run.sh runs both and writes one report).
+end-to-end smoke. Correctness is ``python -m pytest --device cuda``'s (benchmarks/gpu_run.sh runs both, one report).
 
     python benchmarks/gpu_timing.py --out DIR [--budget-s 300] [--sections kernels,training,e2e] [--repeats 10]
     python benchmarks/gpu_timing.py --out DIR --rehearse     # the same code on CPU at tiny shapes (CI)
 
-Writes ``DIR/timing.json``, rewritten after every item, so a run stopped by its time limit keeps what it measured.
-An item that does not start before the budget runs out is recorded as ``skipped: budget``.
+- kernels: ours (``backend="triton"``, signed and unsigned) and mamba_ssm's and fla's kernels where importable,
+  forward+backward, bf16 inputs at the 340M/370M models' shapes, median of ``--repeats`` by CUDA events;
+- training: one bf16 step (autocast, AdamW) of each 340M/370M config in both ranges and of fla's DeltaNet and
+  transformers' Mamba / Mamba-2 (only on mamba_ssm's fast path): tokens/s, MFU (6N), peak memory;
+- e2e: ``train.py`` 100 steps on a 117M DeltaNet in bf16 (the loss must fall), checkpoints verified, then
+  ``from_pretrained`` + ``generate``.
 
-- kernels: forward+backward (CUDA events, median of ``--repeats`` after warm-up), bf16 inputs, fp32 states, at
-  the 340M/370M models' shapes, ours signed and unsigned through the public ops (``backend="triton"``) against
-  mamba_ssm's ``selective_scan_fn`` and ``mamba_chunk_scan_combined``, fla's ``chunk_simple_gla``,
-  ``chunk_delta_rule``, ``chunk_gated_delta_rule`` and ``chunk_gated_delta_product`` where importable.
-- training: one bf16 training step (autocast, AdamW) of each shipped 340M/370M config in both ranges, against
-  fla's ``DeltaNetForCausalLM`` (``allow_neg_eigval`` as the range) and transformers' Mamba / Mamba-2 (only on
-  mamba_ssm's fast path: its sequential fallback is no speed peer): tokens/s, MFU (6N rule), peak memory.
-- e2e: ``train.py`` for 100 steps on a 117M DeltaNet in bf16 on a local text file (the loss must fall), its
-  checkpoints verified, then ``from_pretrained`` + ``generate``.
-
-``--rehearse`` runs on CPU with the ``chunk`` backend, tiny shapes and models, wall-clock timing and 5 training
-steps; its numbers measure nothing (tests/test_gpu_run.py runs it so the GPU is not the first to run this code).
+``DIR/timing.json`` is rewritten after every item; one that would start past the budget is ``skipped: budget``.
+``--rehearse``: CPU, ``chunk`` backend, tiny shapes, wall clock, 5 training steps; its numbers measure nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -39,9 +31,10 @@ from pathlib import Path
 
 import torch
 import yaml
+from timing import fwd_bwd, ours
 
 from lrnn_lm import kernels
-from lrnn_lm.kernels.testing import FLAGGED, POSITIONAL, make_inputs
+from lrnn_lm.kernels.testing import POSITIONAL, make_inputs
 
 SECTIONS = ("kernels", "training", "e2e")
 GPU_SHAPES = {  # DeltaNet 340M: 8 heads of 128; Mamba 370M: d_inner 2048, N 16; Mamba-2 370M: 32 heads of 64, N 128
@@ -50,13 +43,6 @@ GPU_SHAPES = {  # DeltaNet 340M: 8 heads of 128; Mamba 370M: d_inner 2048, N 16;
     "delta_rule": dict(batch=8, T=2048, H=8, K=128, V=128),
     "gated_delta_rule": dict(batch=8, T=2048, H=8, K=128, V=128),
     "delta_product": dict(batch=8, T=2048, H=8, K=128, V=128, n_h=2),
-}
-TINY_SHAPES = {
-    "selective_scan": dict(batch=2, T=33, d=8, N=4),
-    "ssd": dict(batch=2, T=40, H=2, P=4, N=3, G=1),
-    "delta_rule": dict(batch=2, T=33, H=2, K=8, V=8),
-    "gated_delta_rule": dict(batch=2, T=20, H=2, K=9, V=11),
-    "delta_product": dict(batch=2, T=20, H=2, K=9, V=11, n_h=2),
 }
 TRAIN_CONFIGS = tuple(f"{m}_{r}" for m in ("deltanet_340m", "mamba_370m", "mamba2_370m") for r in ("neg", "pos"))
 E2E_MODEL = dict(hidden_size=768, num_hidden_layers=12, num_heads=6, intermediate_size=3072)  # 117M at vocab 4096
@@ -75,7 +61,10 @@ class Run:
         out.mkdir(parents=True, exist_ok=True)
 
     def shape(self, op: str) -> dict:
-        return (TINY_SHAPES if self.rehearse else GPU_SHAPES)[op]
+        """The op's shape; in a rehearsal every size at most 3 and T 33 (odd sizes, a partial last chunk)."""
+        return (
+            {k: 33 if k == "T" else min(v, 3) for k, v in GPU_SHAPES[op].items()} if self.rehearse else GPU_SHAPES[op]
+        )
 
     def median_ms(self, fn: Callable[[], object], repeats: int | None = None, warmup: int = 2) -> dict:
         """Median milliseconds of ``fn``: CUDA events on a GPU, the wall clock in a rehearsal."""
@@ -133,27 +122,6 @@ def environment() -> dict:
         except md.PackageNotFoundError:
             env[pkg] = None
     return env
-
-
-# ----------------------------------------------------------------------------------------------------------
-# kernels
-
-
-def fwd_bwd(fn: Callable[[], tuple], leaves: list[torch.Tensor]) -> Callable[[], None]:
-    """One forward and backward of ``fn()[0]`` under a fixed dense cotangent (``y.sum()`` would hand the backward a
-    stride-0 gradient, which some kernels take down a slower path)."""
-    out = fn()[0]
-    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device, out.dtype)
-    del out
-    return lambda: torch.autograd.grad(fn()[0], leaves, cot, allow_unused=True)
-
-
-def ours(op: str, x: dict, backend: str, signed: bool) -> Callable[[], None]:
-    fn = getattr(kernels, op)
-    args = [x.get(n) for n in POSITIONAL[op]]
-    kw = {"negative_eigvals": signed} if op in FLAGGED else {}
-    leaves = [t for t in x.values() if t is not None]
-    return fwd_bwd(lambda: fn(*args, initial_state=x["initial_state"], backend=backend, **kw), leaves)
 
 
 def peers(op: str, x: dict) -> dict[str, Callable[[], Callable[[], None]]]:
@@ -240,21 +208,10 @@ def time_op(run: Run, op: str) -> dict:
     return res
 
 
-# ----------------------------------------------------------------------------------------------------------
-# training steps
-
-
-def _train_config(name: str) -> dict:
-    return yaml.safe_load((Path("configs") / "train" / f"{name}.yaml").read_text())
-
-
 def _tiny(model: dict) -> dict:
     """The config's mixer and range at a size a CPU runs in a second."""
-    m = dict(model, hidden_size=64, num_hidden_layers=2, vocab_size=512)
-    m.update(
-        {k: v for k, v in dict(num_heads=2, intermediate_size=96, state_size=8, ssd_head_dim=16).items() if k in m}
-    )
-    return m
+    small = dict(num_heads=2, intermediate_size=96, state_size=8, ssd_head_dim=16)
+    return dict(model, hidden_size=64, num_hidden_layers=2, vocab_size=512) | {k: small[k] for k in small if k in model}
 
 
 def _measure_steps(run: Run, model: torch.nn.Module, micro_batch: int, T: int, vocab: int) -> dict:
@@ -308,139 +265,94 @@ def train_step(run: Run, build: Callable[[], torch.nn.Module], micro_batch: int,
 def training_items(run: Run) -> dict[str, Callable[[], dict]]:
     from lrnn_lm import LRNNConfig, LRNNForCausalLM
 
-    def sizes(cfg: dict) -> tuple[dict, int, int]:
+    def sizes(name: str) -> tuple[dict, int, int]:
+        cfg = yaml.safe_load((Path("configs") / "train" / f"{name}.yaml").read_text())
         if run.rehearse:
             return _tiny(cfg["model"]), 2, 64
         return cfg["model"], cfg["train"]["micro_batch_size"], cfg["data"]["seq_len"]
 
-    def fast_mamba_path() -> str | None:
-        import importlib.util
+    def ours(name: str) -> dict:
+        model, mb, T = sizes(name)
+        res = train_step(run, lambda: LRNNForCausalLM(LRNNConfig(**model)), mb, T, model["vocab_size"])
+        return {"mixer": model["mixer"], "eigval_range": model["eigval_range"], **res}
+
+    def fla_deltanet(name: str) -> dict:
+        if not run.cuda:
+            return {"status": "skipped: fla's DeltaNet runs Triton kernels that need CUDA"}
+        from fla.models import DeltaNetConfig, DeltaNetForCausalLM
+
+        model, mb, T = sizes(name)
+        keys = ("hidden_size", "num_hidden_layers", "num_heads", "intermediate_size", "vocab_size")
+        same = {k: model[k] for k in keys} | {"allow_neg_eigval": model["eigval_range"] == "[-1,1]"}
+        defaults = {"use_short_conv": True, "tie_word_embeddings": False}  # where our config leaves them out
+        config = DeltaNetConfig(**same, **{k: model.get(k, v) for k, v in defaults.items()}, hidden_ratio=None)
+        res = train_step(run, lambda: DeltaNetForCausalLM(config), mb, T, config.vocab_size)
+        return {"peer": "fla DeltaNetForCausalLM", "allow_neg_eigval": config.allow_neg_eigval, **res}
+
+    def hf_mamba(name: str, two: bool) -> dict:
+        from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
         missing = [m for m in ("mamba_ssm", "causal_conv1d") if importlib.util.find_spec(m) is None]
-        return f"{' and '.join(missing)} not importable" if missing else None
+        if run.cuda and missing:
+            return {"status": f"skipped: {' and '.join(missing)} not importable: transformers would run its slow path"}
+        model, mb, T = sizes(name)
+        keys = ("vocab_size", "hidden_size", "num_hidden_layers", "state_size", "expand")
+        common = {k: model[k] for k in keys} | {"tie_word_embeddings": model.get("tie_word_embeddings", True)}
+        if two:
+            heads = model["expand"] * model["hidden_size"] // model["ssd_head_dim"]
+            config = Mamba2Config(**common, num_heads=heads, head_dim=model["ssd_head_dim"], n_groups=1)
+        else:
+            config = MambaConfig(**common, use_mambapy=False)
+        cls = Mamba2ForCausalLM if two else MambaForCausalLM
+        res = train_step(run, lambda: cls(config), mb, T, config.vocab_size)
+        return {"peer": cls.__name__, **res}
 
-    def ours(name: str) -> Callable[[], dict]:
-        def measure() -> dict:
-            model, mb, T = sizes(_train_config(name))
-            res = train_step(run, lambda: LRNNForCausalLM(LRNNConfig(**model)), mb, T, model["vocab_size"])
-            return {"mixer": model["mixer"], "eigval_range": model["eigval_range"], **res}
-
-        return measure
-
-    def fla_deltanet(name: str) -> Callable[[], dict]:
-        def measure() -> dict:
-            if not run.cuda:
-                return {"status": "skipped: fla's DeltaNet runs Triton kernels that need CUDA"}
-            from fla.models import DeltaNetConfig, DeltaNetForCausalLM
-
-            model, mb, T = sizes(_train_config(name))
-            keys = ("hidden_size", "num_hidden_layers", "num_heads", "intermediate_size", "vocab_size")
-            config = DeltaNetConfig(
-                **{k: model[k] for k in keys},
-                hidden_ratio=None,
-                use_short_conv=model.get("use_short_conv", True),
-                allow_neg_eigval=model["eigval_range"] == "[-1,1]",
-                tie_word_embeddings=model.get("tie_word_embeddings", False),
-            )
-            res = train_step(run, lambda: DeltaNetForCausalLM(config), mb, T, config.vocab_size)
-            return {"peer": "fla DeltaNetForCausalLM", "allow_neg_eigval": config.allow_neg_eigval, **res}
-
-        return measure
-
-    def hf_mamba(name: str, two: bool) -> Callable[[], dict]:
-        def measure() -> dict:
-            from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
-
-            why = fast_mamba_path()
-            if run.cuda and why:
-                return {"status": f"skipped: {why}: transformers would run its slow reference path"}
-            model, mb, T = sizes(_train_config(name))
-            common = dict(
-                vocab_size=model["vocab_size"],
-                hidden_size=model["hidden_size"],
-                num_hidden_layers=model["num_hidden_layers"],
-                state_size=model["state_size"],
-                expand=model["expand"],
-                tie_word_embeddings=model.get("tie_word_embeddings", True),
-            )
-            if two:
-                heads = model["expand"] * model["hidden_size"] // model["ssd_head_dim"]
-                config = Mamba2Config(**common, num_heads=heads, head_dim=model["ssd_head_dim"], n_groups=1)
-                res = train_step(run, lambda: Mamba2ForCausalLM(config), mb, T, config.vocab_size)
-            else:
-                config = MambaConfig(**common, use_mambapy=False)
-                res = train_step(run, lambda: MambaForCausalLM(config), mb, T, config.vocab_size)
-            return {"peer": type(config).__name__.replace("Config", "ForCausalLM"), **res}
-
-        return measure
-
-    items = {name: ours(name) for name in TRAIN_CONFIGS}
-    items["peer/fla_deltanet_340m_neg"] = fla_deltanet("deltanet_340m_neg")
-    items["peer/fla_deltanet_340m_pos"] = fla_deltanet("deltanet_340m_pos")
-    items["peer/transformers_mamba_370m"] = hf_mamba("mamba_370m_pos", two=False)
-    items["peer/transformers_mamba2_370m"] = hf_mamba("mamba2_370m_pos", two=True)
+    items = {name: lambda name=name: ours(name) for name in TRAIN_CONFIGS}
+    for r in ("neg", "pos"):
+        items[f"peer/fla_deltanet_340m_{r}"] = lambda r=r: fla_deltanet(f"deltanet_340m_{r}")
+    items["peer/transformers_mamba_370m"] = lambda: hf_mamba("mamba_370m_pos", two=False)
+    items["peer/transformers_mamba2_370m"] = lambda: hf_mamba("mamba2_370m_pos", two=True)
     return items
 
 
-# ----------------------------------------------------------------------------------------------------------
-# end-to-end smoke
-
-
 def e2e_items(run: Run, work: Path) -> dict[str, Callable[[], dict]]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's tests/: the train.py test helpers
+    from tests.training_utils import data_args, losses, make_corpus, run_train
+
     steps = 5 if run.rehearse else 100
     state: dict = {}
 
     def data() -> dict:
-        from pydoc_data.topics import topics
-
-        from lrnn_lm.training.corpus import build_tokenizer
-
-        work.mkdir(parents=True, exist_ok=True)
-        docs = [" ".join(topics[n].split()) for n in sorted(topics)][: 40 if run.rehearse else None]
-        split = max(1, len(docs) // 10)
-        (work / "train.txt").write_text("\n".join(docs[split:]) + "\n")
-        (work / "val.txt").write_text("\n".join(docs[:split]) + "\n")
-        (work / "tok.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[split:]))
-        vocab = 300 if run.rehearse else 4096
-        build_tokenizer(work / "tok.jsonl", vocab, root=work)
-        state["tokenizer"] = next(work.glob(f"bpe_{vocab}_*"))
-        return {"train_bytes": (work / "train.txt").stat().st_size, "tokenizer_vocab": vocab}
+        n_train, n_val, vocab = (36, 4, 300) if run.rehearse else (72, 7, 4096)  # 79 documentation topics in all
+        state["corpus"] = make_corpus(work, n_train, n_val, vocab)
+        return {"train_bytes": state["corpus"]["train"].stat().st_size, "tokenizer_vocab": vocab}
 
     def train() -> dict:
         model = dict(TINY_E2E_MODEL if run.rehearse else E2E_MODEL, mixer="deltanet", eigval_range="[-1,1]")
         out = work / "run"
-        args = [
-            f"--out_dir={out}",
-            "--overwrite=delete",
-            "--model=" + json.dumps(model),
-            f"--data.sources=[{{path: '{work / 'train.txt'}'}}]",
-            f"--data.validation=[{{path: '{work / 'val.txt'}'}}]",
-            f"--tokenizer.name_or_path={state['tokenizer']}",
-            f"--data.seq_len={64 if run.rehearse else 512}",
-            f"--train.micro_batch_size={4 if run.rehearse else 16}",
-            f"--train.max_steps={steps}",
-            f"--train.precision={'auto' if run.rehearse else 'bf16'}",
-            f"--optim.lr={3e-3 if run.rehearse else 1e-3}",
-            f"--optim.warmup_steps={1 if run.rehearse else 10}",
-            f"--train.log_every={1 if run.rehearse else 5}",
-            f"--train.eval_every={steps}",
-            "--train.eval_batches=2",
-            f"--checkpoint.every={max(1, steps // 2)}",
-            "--logging.progress=false",
-        ] + (["--train.threads=1"] if run.rehearse else [])
-        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        left = max(run.deadline - time.time(), 10)
-        r = subprocess.run([sys.executable, "train.py", *args], capture_output=True, text=True, timeout=left, env=env)
+        sizes = {  # option: (rehearsal, GPU)
+            "data.seq_len": (64, 512),
+            "train.micro_batch_size": (4, 16),
+            "train.precision": ("auto", "bf16"),
+            "optim.lr": (3e-3, 1e-3),
+            "optim.warmup_steps": (1, 10),
+            "train.log_every": (1, 5),
+        }
+        args = [f"--out_dir={out}", "--overwrite=delete", "--model=" + json.dumps(model), *data_args(state["corpus"])]
+        args += [f"--{k}={v[0] if run.rehearse else v[1]}" for k, v in sizes.items()]
+        args += [f"--train.max_steps={steps}", f"--train.eval_every={steps}", "--train.eval_batches=2"]
+        args += [f"--checkpoint.every={max(1, steps // 2)}", "--logging.progress=false"]
+        args += ["--train.threads=1"] if run.rehearse else []
+        r = run_train(args, env={"TRITON_INTERPRET": "0"}, timeout=max(run.deadline - time.time(), 10))
         (work / "train.log").write_text(r.stdout + "\n--- stderr\n" + r.stderr)
         if r.returncode != 0:
             return {"status": f"failed: train.py exited {r.returncode}", "stderr_tail": r.stderr[-2000:]}
-        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        losses = [(rec["step"], rec["loss"]) for rec in records if "loss" in rec]
+        curve = sorted(losses(out / "metrics.jsonl").items())
         summary = json.loads((out / "summary.json").read_text())
         state["final"] = out / "final"
-        res = {"losses": losses, "summary": summary, "loss_falling": losses[-1][1] < losses[0][1]}
+        res = {"losses": curve, "summary": summary, "loss_falling": curve[-1][1] < curve[0][1]}
         if not (res["loss_falling"] and summary.get("step") == steps):
-            res["status"] = f"failed: loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f} in {summary.get('step')} steps"
+            res["status"] = f"failed: loss {curve[0][1]:.3f} -> {curve[-1][1]:.3f} in {summary.get('step')} steps"
         return res
 
     def checkpoint() -> dict:
@@ -466,7 +378,7 @@ def e2e_items(run: Run, work: Path) -> dict[str, Callable[[], dict]]:
 
     return {
         "data_and_tokenizer": data,
-        "train_py": after("tokenizer", train),
+        "train_py": after("corpus", train),
         "checkpoint": after("final", checkpoint),
         "from_pretrained_generate": after("final", generate),
     }
@@ -484,21 +396,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rehearse and not torch.cuda.is_available():
         print("gpu_timing: no CUDA device; nothing was timed (--rehearse runs the code paths on CPU)", file=sys.stderr)
         return 2
+    if unknown := set(args.sections.split(",")) - set(SECTIONS):
+        p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     run = Run(args.out, args.rehearse, args.budget_s, args.repeats)
     run.report["environment"] = environment()
-    sections = args.sections.split(",")
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
-    if "kernels" in sections:
-        for op in kernels.ops():
-            run.item("kernels", op, lambda op=op: time_op(run, op))
-    if "training" in sections:
-        for name, fn in training_items(run).items():
-            run.item("training", name, fn)
-    if "e2e" in sections:
-        for name, fn in e2e_items(run, args.work or args.out / "work").items():
-            run.item("e2e", name, fn)
+    builders = {
+        "kernels": lambda: {op: lambda op=op: time_op(run, op) for op in kernels.ops()},
+        "training": lambda: training_items(run),
+        "e2e": lambda: e2e_items(run, args.work or args.out / "work"),
+    }
+    for section in (s for s in SECTIONS if s in args.sections.split(",")):  # in this order
+        for name, fn in builders[section]().items():
+            run.item(section, name, fn)
     failed = [
         f"{s}/{n}" for s, items in run.report["sections"].items() for n, i in items.items() if "failed" in i["status"]
     ]

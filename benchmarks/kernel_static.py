@@ -2,39 +2,21 @@
 
     python benchmarks/kernel_static.py [--only NAME_SUBSTRING] [--out report.json] [--sass DIR]
 
-Each kernel is compiled with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``; the cubin is
-read with ``cuobjdump -res-usage`` (registers, local memory = spills, static shared memory) and disassembled with
-``nvdisasm`` (both ship in the Triton wheel's ``backends/nvidia/bin``). Printed as JSON, one record per kernel:
+Each kernel is compiled with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))``, integer
+arguments specialised as the JIT would (``native_specialize_impl``, honouring ``do_not_specialize``); the cubin is
+read with ``cuobjdump -res-usage`` and disassembled with ``nvdisasm`` (both ship in the Triton wheel's
+``backends/nvidia/bin``). Printed as JSON, one record per kernel:
 
-- ``registers``, ``spill_bytes`` (LOCAL + STACK from cuobjdump; 0 means no spills), ``shared_bytes`` (what
-  Triton allocates dynamically, plus any static shared memory);
-- ``sass_total``: instructions in the whole kernel; ``loops``: every innermost loop of the SASS (a backward branch
-  whose body contains no other backward branch), with its length and its SHFL/BAR/MUFU/HMMA counts;
-- ``hot_loop_instr``: the instructions of the loops named hot (see ``hot_loops`` below), and
-  ``instr_per_element = hot_loop_instr * threads / elements``: how many instructions the GPU issues per element
-  (one thread's instruction runs once per thread, and the hot loops together handle ``elements`` elements);
-- whole-kernel counts ``shfl``, ``bar``, ``mufu``, ``mma`` (HMMA and HGMMA), and the same per hot-loop iteration.
+- ``registers``, ``spill_bytes`` (LOCAL + STACK; 0 means no spills), ``shared_bytes`` (Triton's dynamic plus any
+  static shared memory);
+- ``sass_total``; ``loops``: every innermost loop of the SASS (a backward branch whose body holds no other), with
+  its length and SHFL/BAR/MUFU/HMMA counts; whole-kernel ``shfl``, ``bar``, ``mufu``, ``mma`` (HMMA and HGMMA);
+- ``hot_loop_instr`` (the loops named hot) and ``instr_per_element = hot_loop_instr * threads / elements``: the
+  instructions the GPU issues per element handled by one iteration of the hot loops.
 
-Counting is static: a loop body is counted once per iteration, so the figure is exact for the steady state of a
-loop that runs the same path each time, which the scan kernels do (their branches are on compile-time flags).
-
-Adding a kernel is one :class:`KernelSpec` appended in :func:`specs`::
-
-    KernelSpec(
-        name="ssd.chunk_state",                          # label in the report
-        kernel="ssd.triton:_chunk_state_kernel",         # "module:attribute" inside lrnn_lm.kernels
-        args={"X": torch.bfloat16,                       # every kernel argument by name: a torch dtype for a
-              "S": None,                                 #   pointer, None for an absent (None) pointer, an int
-              "T": 2048, "DIM": 2048,                    #   for an int scalar (specialised as the JIT would:
-              "BLOCK_T": 64, "HAS_S": False},            #   16-divisible ints and 1 as at a real launch), any
-        num_warps=4,                                     #   value for a constexpr
-        elements=64 * 64 * 16,                           # elements the hot loops handle per iteration
-        element="(t, d, n)",                             # what one element is (for the report)
-        hot_loops=None,                                  # None: every innermost loop; or the 0-based indices
-    )                                                    #   of the loops (in address order) to count
-
-Integers use the JIT's own specialisation (``native_specialize_impl``), honouring the kernel's
-``do_not_specialize``, so the compiled code is what a launch with those values would produce.
+Counting is static: a loop body is counted once per iteration, exact for the steady state of a loop that runs the
+same path each time, as the scan kernels do (their branches are on compile-time flags). Adding a kernel is one
+:class:`KernelSpec` in :func:`specs`.
 """
 
 from __future__ import annotations
@@ -58,20 +40,17 @@ SM90 = ("cuda", 90, 32)
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-_DTYPES = {
-    torch.float32: "fp32",
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.int32: "i32",
-    torch.int64: "i64",
-    torch.int8: "i8",
-    torch.uint8: "u8",
-}
 
 
 @dataclass
 class KernelSpec:
-    """One kernel compiled at one configuration (see the module docstring for the fields)."""
+    """One kernel compiled at one configuration.
+
+    ``kernel`` is ``"module:attribute"`` inside lrnn_lm.kernels; ``args`` names every kernel argument: a torch
+    dtype for a pointer, None for an absent pointer, an int for an int scalar (16-divisible ints and 1 are
+    specialised as at a real launch), any value for a constexpr. ``elements``: what the hot loops handle per
+    iteration, ``element`` says what one is; ``hot_loops``: None for every innermost loop, or their 0-based
+    indices in address order."""
 
     name: str
     kernel: str
@@ -106,7 +85,7 @@ def _load_kernel(target: str):
 def _signature(fn, args: dict[str, object]):
     """The (signature, constexprs, attrs) a launch with ``args`` would compile with."""
     from triton.backends.compiler import BaseBackend
-    from triton.runtime.jit import native_specialize_impl
+    from triton.runtime.jit import native_specialize_impl, type_canonicalisation_dict
 
     missing = [n for n in fn.arg_names if n not in args]
     extra = [n for n in args if n not in fn.arg_names]
@@ -119,7 +98,7 @@ def _signature(fn, args: dict[str, object]):
             signature[p.name] = "constexpr"
             constexprs[p.name] = value
         elif isinstance(value, torch.dtype):
-            signature[p.name] = "*" + _DTYPES[value]
+            signature[p.name] = "*" + type_canonicalisation_dict[str(value).removeprefix("torch.")]
             attrs[(i,)] = [["tt.divisibility", 16]]  # a CUDA allocation is 256-byte aligned
         elif value is None:
             signature[p.name] = "constexpr"
@@ -156,27 +135,23 @@ _LABEL = re.compile(r"^\s*\.?(L_x_\d+|\.L_x_\d+):")
 _BRANCH_TARGET = re.compile(r"BRA\s+(?:\w+\s+)*`?\(?\.?(\.?L_x_\d+)\)?")
 
 
-def resource_usage(cubin: bytes) -> dict[str, int]:
+def _tool(name: str, flag: str, cubin: bytes) -> str:
+    """The output of the CUDA tool ``name`` run with ``flag`` on ``cubin``."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.cubin")
-        Path(path).write_bytes(cubin)
-        out = subprocess.run(
-            [str(tool_dir() / "cuobjdump"), "-res-usage", path], capture_output=True, text=True, check=True
+        path = Path(tmp) / "k.cubin"
+        path.write_bytes(cubin)
+        return subprocess.run(
+            [str(tool_dir() / name), flag, str(path)], capture_output=True, text=True, check=True
         ).stdout
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    out = _tool("cuobjdump", "-res-usage", cubin)
     m = _RES.search(out)
     if m is None:
         raise RuntimeError(f"cuobjdump -res-usage gave no resource line:\n{out}")
     reg, stack, shared, local = (int(g) for g in m.groups())
     return {"registers": reg, "stack_bytes": stack, "static_shared_bytes": shared, "local_bytes": local}
-
-
-def disassemble(cubin: bytes) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.cubin")
-        Path(path).write_bytes(cubin)
-        return subprocess.run(
-            [str(tool_dir() / "nvdisasm"), "-c", path], capture_output=True, text=True, check=True
-        ).stdout
 
 
 def parse_sass(text: str) -> tuple[list[str], list[tuple[int, int]]]:
@@ -202,10 +177,7 @@ def parse_sass(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 
 
 def _opcode(instr: str) -> str:
-    parts = instr.split()
-    if parts and parts[0].startswith("@"):
-        parts = parts[1:]
-    return parts[0] if parts else ""
+    return next((part for part in instr.split() if not part.startswith("@")), "")  # past a predicate "@!P0"
 
 
 def _counts(instrs: list[str]) -> dict[str, int]:
@@ -234,17 +206,14 @@ def innermost_loops(back: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def _source(kernel: str) -> str:
     """The kernel's file, relative to this checkout when it lies inside it (reports name no machine's paths)."""
     path = Path(importlib.import_module(f"lrnn_lm.kernels.{kernel.partition(':')[0]}").__file__)
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def analyse(spec: KernelSpec, sass_dir: Path | None = None) -> dict[str, object]:
     compiled = compile_spec(spec)
     cubin = compiled.asm["cubin"]
     res = resource_usage(cubin)
-    sass = disassemble(cubin)
+    sass = _tool("nvdisasm", "-c", cubin)
     if sass_dir is not None:
         sass_dir.mkdir(parents=True, exist_ok=True)
         (sass_dir / f"{spec.name}.sass").write_text(sass)

@@ -1,11 +1,8 @@
-"""Interleaved timing for the CPU benchmarks: every function once per round, and two statistics of a ratio.
+"""What the CPU and GPU benchmarks share: interleaved timing, two statistics of a ratio, one forward+backward.
 
-- best of rounds: the fastest run of each function, which on a shared machine may come from two different load
-  levels;
-- median of rounds: the median, over rounds, of the ratio between two functions timed back to back in the same
-  round (with its quartiles), steadier when the machine's speed drifts between rounds.
-
-Both come from the same runs; the benchmarks report both.
+Functions are timed in turns, one run each per round. Best of rounds takes each function's fastest run, which on a
+shared machine may come from two load levels; median of rounds takes the median over rounds of the ratio between
+two functions timed in the same round (and its quartiles), steadier when the machine's speed drifts.
 """
 
 from __future__ import annotations
@@ -13,6 +10,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+
+import torch
+
+from lrnn_lm import kernels
+from lrnn_lm.kernels.testing import FLAGGED, POSITIONAL
 
 
 def time_all(fns: dict[str, Callable[[], None]], repeats: dict[str, int]) -> dict[str, list[float]]:
@@ -43,3 +45,22 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> dict[str, 
         return {"median": ratios[0], "q1": ratios[0], "q3": ratios[0], "rounds": len(ratios)}
     q1, _, q3 = statistics.quantiles(ratios, n=4)
     return {"median": statistics.median(ratios), "q1": q1, "q3": q3, "rounds": len(ratios)}
+
+
+def fwd_bwd(fn: Callable[[], tuple], leaves: list[torch.Tensor]) -> Callable[[], None]:
+    """One forward and backward of ``fn()[0]`` under a fixed dense cotangent, as from a real loss (``y.sum()``
+    would hand the backward a stride-0 gradient, which sends CPU batched matmuls and some GPU kernels down a
+    slower path)."""
+    out = fn()[0]
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device, out.dtype)
+    del out
+    return lambda: torch.autograd.grad(fn()[0], leaves, cot, allow_unused=True)
+
+
+def ours(op: str, x: dict, backend: str, signed: bool) -> Callable[[], None]:
+    """:func:`fwd_bwd` of our public ``op`` on the harness's inputs ``x`` (``make_inputs``), gradients to all."""
+    fn = getattr(kernels, op)
+    args = [x.get(n) for n in POSITIONAL[op]]
+    kw = {"negative_eigvals": signed} if op in FLAGGED else {}
+    leaves = [t for t in x.values() if t is not None]
+    return fwd_bwd(lambda: fn(*args, initial_state=x.get("initial_state"), backend=backend, **kw), leaves)

@@ -77,6 +77,7 @@ def test_a_missing_test_report_is_said_not_hidden(tmp_path):
     tests = gpu_report.read_tests(tmp_path / "pytest.xml")
     assert tests["counts"] == {"passed": 1, "failed": 1, "skipped": 1}
     assert tests["failures"][0]["test"] == "a::t2" and tests["skip_reasons"] == {"why": 1}
+    assert gpu_report.main([str(tmp_path)]) == 1  # a failed test fails the run
 
 
 def test_timing_refuses_to_run_without_a_gpu_unless_rehearsing(tmp_path):

@@ -1,28 +1,15 @@
-"""benchmarks/memory.py: the saved-bytes count predicts a whole model's, and block checkpointing (train.py's
-``train.activation_checkpointing: blocks``) keeps the gradients and cuts the saved activations."""
+"""lrnn_lm.analysis.activation_memory, which benchmarks/memory.py tabulates: the saved-bytes count predicts a whole
+model's, and block checkpointing (train.py's ``train.activation_checkpointing: blocks``) keeps the gradients and cuts
+the saved activations."""
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from lrnn_lm import LRNNConfig, LRNNForCausalLM
+from lrnn_lm.analysis import activation_memory as memory
 from lrnn_lm.kernels.testing import assert_close
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py"
-
-
-@pytest.fixture(scope="module")
-def memory():
-    spec = importlib.util.spec_from_file_location("memory_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _config(mixer: str, layers: int = 2) -> LRNNConfig:
@@ -32,7 +19,7 @@ def _config(mixer: str, layers: int = 2) -> LRNNConfig:
 
 
 @pytest.mark.parametrize("mixer", ["deltanet", "mamba"])
-def test_prediction_is_within_15_percent_of_a_2_layer_models_measured_saved_bytes(memory, mixer):
+def test_prediction_is_within_15_percent_of_a_2_layer_models_measured_saved_bytes(mixer):
     torch.manual_seed(0)
     config = _config(mixer)
     T = 512
@@ -42,7 +29,7 @@ def test_prediction_is_within_15_percent_of_a_2_layer_models_measured_saved_byte
     assert abs(predicted - measured) <= 0.15 * measured, (predicted, measured)
 
 
-def test_saved_bytes_counts_each_storage_once_and_skips_excluded_tensors(memory):
+def test_saved_bytes_counts_each_storage_once_and_skips_excluded_tensors():
     w = torch.randn(8, 8, requires_grad=True)
     x = torch.randn(4, 8, requires_grad=True)
     # x @ w saves x and w; x * 2 saves nothing; x.sin() saves x again (same storage).
@@ -50,7 +37,7 @@ def test_saved_bytes_counts_each_storage_once_and_skips_excluded_tensors(memory)
     assert memory.saved_bytes(lambda: (x @ w).sum(), exclude=(w,)) == 32 * 4
 
 
-def _grads_and_saved(memory, model, ids, checkpointing: bool):
+def _grads_and_saved(model, ids, checkpointing: bool):
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
@@ -65,12 +52,12 @@ def _grads_and_saved(memory, model, ids, checkpointing: bool):
 
 
 @pytest.mark.parametrize("mixer", ["deltanet", "mamba", "gated_deltanet"])
-def test_block_checkpointing_gives_the_same_gradients_and_saves_at_least_4x_less(memory, mixer):
+def test_block_checkpointing_gives_the_same_gradients_and_saves_at_least_4x_less(mixer):
     torch.manual_seed(0)
     model = LRNNForCausalLM(_config(mixer, layers=4)).train()
     ids = torch.randint(0, 256, (2, 64))
-    plain, saved_plain = _grads_and_saved(memory, model, ids, False)
-    ckpt, saved_ckpt = _grads_and_saved(memory, model, ids, True)
+    plain, saved_plain = _grads_and_saved(model, ids, False)
+    ckpt, saved_ckpt = _grads_and_saved(model, ids, True)
     for (name, _), a, b in zip(model.named_parameters(), ckpt, plain, strict=True):
         assert_close(a, b, 1e-6, name)  # the same forward recomputed: equal up to summation order
     print(
@@ -80,7 +67,7 @@ def test_block_checkpointing_gives_the_same_gradients_and_saves_at_least_4x_less
 
 
 @pytest.mark.parametrize("packed, blocks", [(False, False), (True, False), (False, True)])
-def test_mamba_recompute_gives_the_same_gradients_and_keeps_less(memory, monkeypatch, packed, blocks):
+def test_mamba_recompute_gives_the_same_gradients_and_keeps_less(monkeypatch, packed, blocks):
     """The GPU path of the Mamba mixer recomputes the conv, dt, B, C and the scan's forward in the backward
     (lrnn_lm/layers/fused.py: recompute_in_backward); switched on here on CPU."""
     from lrnn_lm.layers import fused

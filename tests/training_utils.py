@@ -18,8 +18,9 @@ TINY_MODEL = (
 )
 
 
-def make_corpus(root: Path, n_train: int = 30, n_val: int = 4) -> dict:
-    """A few Python documentation topics as jsonl, and a small BPE tokenizer trained on them."""
+def make_corpus(root: Path, n_train: int = 30, n_val: int = 4, vocab: int = 300) -> dict:
+    """A few Python documentation topics as jsonl, and a small BPE tokenizer trained on them (also the corpus of
+    benchmarks/gpu_timing.py's end-to-end smoke)."""
     from pydoc_data.topics import topics
 
     from lrnn_lm.training.corpus import build_tokenizer
@@ -31,8 +32,8 @@ def make_corpus(root: Path, n_train: int = 30, n_val: int = 4) -> dict:
         with open(path, "w") as f:
             for name in chunk:
                 f.write(json.dumps({"text": topics[name]}) + "\n")
-    build_tokenizer(train, 300, root=root)
-    tok_dir = next(root.glob("bpe_300_*"))
+    build_tokenizer(train, vocab, root=root)
+    tok_dir = next(root.glob(f"bpe_{vocab}_*"))
     return {"train": train, "val": val, "tokenizer": tok_dir}
 
 

@@ -32,7 +32,7 @@ from .gates import log_abs_gate, running_sign
 # 32, not fla's 64: on CPU the chunk's O(C^2) elementwise work outweighs the per-chunk loop. Forward + backward,
 # signed, 2 threads, chunk 16 / 32 / 64, median of interleaved rounds (2026-11-30, with the scan's backward
 # written out): B 4, T 256, H 4, P 64, N 16 (the model benchmark's shape) 4.5 / 4.4 / 6.8 ms; B 4, T 1024, H 8,
-# P 64, N 64 (benchmarks/cpu_ssd.py) 109 / 66 / 79 ms. One size for every length: 32.
+# P 64, N 64 (benchmarks/cpu_kernels.py's ssd) 109 / 66 / 79 ms. One size for every length: 32.
 DEFAULT_CHUNK_SIZE = 32
 
 

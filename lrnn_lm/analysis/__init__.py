@@ -6,5 +6,6 @@
 - :mod:`.probes` reads the running state out of frozen hidden states with a linear classifier per layer;
 - :mod:`.spectrum` collects the transition eigenvalues a model uses on text, per layer;
 - :mod:`.gate_stats` measures the forget gate ``alpha`` a gated model learned on a task, per head and length;
-- :mod:`.report` writes the markdown tables and the spectrum figure.
+- :mod:`.report` writes the markdown tables and the spectrum figure;
+- :mod:`.activation_memory` counts the bytes a training step saves for the backward (benchmarks/memory.py).
 """

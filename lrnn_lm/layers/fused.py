@@ -1,8 +1,9 @@
 """Whether a layer runs fla's fused Triton modules (norms, short conv, SwiGLU, the head's linear cross entropy):
 on CUDA, when fla imports.
 
-One decision for all of them, so benchmarks/memory.py can switch the GPU code path on for CPU tensors, and the
-interpreter tests can run fla's modules against our torch ones. Elsewhere (CPU) the torch implementations run.
+One decision for all of them, so lrnn_lm.analysis.activation_memory can switch the GPU code path on for CPU
+tensors, and the interpreter tests can run fla's modules against our torch ones. Elsewhere (CPU) the torch
+implementations run.
 """
 
 from __future__ import annotations

@@ -1,31 +1,20 @@
-"""benchmarks/memory.py measures the GPU code path on CPU with every Triton launch made a no-op. Its claim: the
-Triton backends then save exactly what they save with the kernels running. Checked here under the interpreter,
-op by op, with fla's kernels and ours: the saved bytes with real kernels equal those with no-op kernels."""
+"""benchmarks/memory.py measures the GPU code path on CPU with every Triton launch made a no-op
+(``lrnn_lm.analysis.activation_memory.cuda_code_path``). Its claim: the Triton backends then save exactly what they
+save with the kernels running. Checked here under the interpreter, op by op, with fla's kernels and ours: the saved
+bytes with real kernels equal those with no-op kernels."""
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lrnn_lm.analysis import activation_memory as memory
+
 from .triton_interpreter import interpreter_only_marks
 
 pytestmark = interpreter_only_marks(fla_shims=True)
 pytest.importorskip("fla", reason="flash-linear-attention (fla) is not installed")
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "memory.py"
-
-
-def _memory():
-    spec = importlib.util.spec_from_file_location("memory_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _leaf(*shape, dtype=torch.float16, scale=1.0, positive=False, unit=False):
@@ -87,7 +76,6 @@ def _ops():
 
 @pytest.mark.parametrize("op", ["delta_rule", "gated_delta_rule", "delta_product", "selective_scan", "ssd"])
 def test_no_op_kernels_save_what_the_real_kernels_save(op):
-    memory = _memory()
     run = _ops()[op]
     torch.manual_seed(0)
     real = memory.saved_bytes(run)
@@ -124,7 +112,6 @@ NAMES = ["rms_norm", "rms_norm_gated", "gated_group_rms_norm", "short_conv", "sw
 def test_no_op_kernels_save_what_the_real_fused_modules_save(name, monkeypatch):
     from lrnn_lm.layers import fused
 
-    memory = _memory()
     monkeypatch.setattr(fused, "use_fla", lambda x: True)
     torch.manual_seed(0)
     real = memory.saved_bytes(_modules()[name])
