@@ -185,13 +185,13 @@ def _add_over_channels(P, o_tn, m_tn, v, RED_LANES: tl.constexpr):
     BLOCK_N: tl.constexpr = v.shape[1]
     BLOCK_D: tl.constexpr = v.shape[2]
     if RED_LANES >= BLOCK_D:
-        tl.atomic_add(P + o_tn, tl.sum(v, axis=2), mask=m_tn)
+        tl.atomic_add(P + o_tn, tl.sum(v, axis=2), mask=m_tn, sem="relaxed")
     else:
         G: tl.constexpr = BLOCK_D // RED_LANES
         part = tl.sum(tl.reshape(v, [BLOCK_T, BLOCK_N, G, RED_LANES]), axis=3)
         ptr = tl.broadcast_to((P + o_tn)[:, :, None], [BLOCK_T, BLOCK_N, G])
         mask = tl.broadcast_to(m_tn[:, :, None], [BLOCK_T, BLOCK_N, G])
-        tl.atomic_add(ptr, part, mask=mask)
+        tl.atomic_add(ptr, part, mask=mask, sem="relaxed")
 
 
 @triton.jit
@@ -364,7 +364,7 @@ def _selective_scan_bwd_kernel(
         dtb = tl.load(DTB + o_d, mask=m_d, other=0.0).to(tl.float32)
     state_base = i_n.to(tl.int64) * DIM * NST
     # This program's scratch rows hold the tile-start states of one chunk: [TILES_PER_CHUNK, BLOCK_D, BLOCK_N].
-    o_blk = tl.arange(0, BLOCK_D)[None, :] * BLOCK_N + o_n[:, None]
+    o_blk = o_n[:, None] * BLOCK_D + ((tl.arange(0, BLOCK_D) * 5) % BLOCK_D)[None, :]
     scratch = SCRATCH + (i_n.to(tl.int64) * tl.num_programs(0) + i_d) * (TILES_PER_CHUNK * BLOCK_D * BLOCK_N)
 
     # dh: dL/d(state at the end of the part not yet processed), flowing backwards.
@@ -389,6 +389,7 @@ def _selective_scan_bwd_kernel(
         # Replay: the start state of every tile of this chunk, from the chunk's checkpoint.
         h = tl.load(CKPT + (c0 + c) * DIM * NST + o_nd, mask=m_nd, other=0.0)
         tl.store(scratch + o_blk, h)
+        h = tl.load(scratch + o_blk)
         for j in range(1, nt):
             t0 = (first_tile + j - 1) * BLOCK_T
             m_td = ((t0 + r) < L)[:, None] & m_d[None, :]
@@ -448,8 +449,14 @@ def _selective_scan_bwd_kernel(
             # from the same scan's exclusive pair. The gradient from later tiles enters at the last row.
             gin = dys[:, None, :] * cm[:, :, None]
             gin = tl.where(r3 == BLOCK_T - 1, gin + dh[None, :, :], gin)
-            _, G, _, Gx = tl.associative_scan((a, a * gin, ones, nzero), 0, _combine_keep_previous, reverse=True)
-            g = gin + Gx
+            if BLOCK_T == 1:
+                # Triton lowers a reverse scan with lane-reversing shuffles even along an in-thread axis (32 per
+                # tile and thread at N = 16); a one-step tile needs no scan.
+                g = gin
+                G = a * gin
+            else:
+                _, G, _, Gx = tl.associative_scan((a, a * gin, ones, nzero), 0, _combine_keep_previous, reverse=True)
+                g = gin + Gx
 
             d_dtx = tl.sum(g * b[:, :, None], axis=1)
             _add_over_channels(DB, o_tn, m_tn, g * dtx[:, None, :], RED_LANES)
