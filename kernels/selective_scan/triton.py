@@ -130,23 +130,29 @@ def _seq_bounds(CU, CHUNK_OFF, i_n, T, IS_VARLEN: tl.constexpr, CHUNK_T: tl.cons
 
 
 @triton.jit
-def _load_rows(P, bos, t0, L, o_d, m_d, DIM, BLOCK_T: tl.constexpr):
+def _load_rows(P, bos, t0, L, o_d, m_d, DIM, BLOCK_T: tl.constexpr, FULL: tl.constexpr = False):
     """Rows ``t0 .. t0 + BLOCK_T`` of a ``[rows, DIM]`` tensor at channels ``o_d`` as fp32 ``[BLOCK_T, BLOCK_D]``;
-    0 past the sequence end."""
+    0 past the sequence end. ``FULL``: the caller knows every row is inside the sequence (no row mask)."""
     t = t0 + tl.arange(0, BLOCK_T)
-    m = (t < L)[:, None] & m_d[None, :]
+    if FULL:
+        m = tl.broadcast_to(m_d[None, :], [BLOCK_T, m_d.shape[0]])
+    else:
+        m = (t < L)[:, None] & m_d[None, :]
     return tl.load(P + (bos + t)[:, None] * DIM + o_d[None, :], mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _load_bc(P, bos, t0, L, o_n, m_n, NST, BLOCK_T: tl.constexpr, EVEN_N: tl.constexpr):
+def _load_bc(P, bos, t0, L, o_n, m_n, NST, BLOCK_T: tl.constexpr, EVEN_N: tl.constexpr, FULL: tl.constexpr = False):
     """Rows of ``B`` or ``C`` as fp32 ``[BLOCK_T, BLOCK_N]`` (the same for every channel).
 
     Rows past the sequence end repeat its last row instead of being masked (no zeroing of 2 x BLOCK_T x BLOCK_N
     registers per thread and tile): every use of them is multiplied by a zero (``dt``, ``dy``) or masked on
-    store. Padded state columns (``N < BLOCK_N``) are masked to 0, since they feed ``y``.
+    store. Padded state columns (``N < BLOCK_N``) are masked to 0, since they feed ``y``. ``FULL``: every row is
+    inside the sequence (no clamp).
     """
-    t = tl.minimum(t0 + tl.arange(0, BLOCK_T), L - 1)
+    t = t0 + tl.arange(0, BLOCK_T)
+    if not FULL:
+        t = tl.minimum(t, L - 1)
     ptr = P + (bos + t)[:, None] * NST + o_n[None, :]
     if EVEN_N:
         return tl.load(ptr).to(tl.float32)
@@ -373,6 +379,9 @@ def _selective_scan_bwd_kernel(
     else:
         dh = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    # w below is dL/ds (s = dt A) divided by W_SCALE (2 for the signed gate, whose da/ds is 2 exp(s)).
+    W_SCALE: tl.constexpr = 2.0 if NEGATIVE_EIGVALS else 1.0
+    DS_SCALE: tl.constexpr = W_SCALE * LN2  # A2 = A log2(e): sum_n w A = ln(2) sum_n w A2
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dDTB_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
 
@@ -389,15 +398,18 @@ def _selective_scan_bwd_kernel(
         # Replay: the start state of every tile of this chunk, from the chunk's checkpoint.
         h = tl.load(CKPT + (c0 + c) * DIM * NST + o_nd, mask=m_nd, other=0.0)
         tl.store(scratch + o_blk, h)
+        tl.debug_barrier()
+        # Read back in the layout of the scratch accesses below, so the loop carries h without conversions.
         h = tl.load(scratch + o_blk)
+        # Only a sequence's last tile can be partial, and the replay never reads its chunk's last tile: no row masks.
         for j in range(1, nt):
             t0 = (first_tile + j - 1) * BLOCK_T
-            m_td = ((t0 + r) < L)[:, None] & m_d[None, :]
-            x = _load_rows(X, bos, t0, L, o_d, m_d, DIM, BLOCK_T)
+            m_td = tl.broadcast_to(m_d[None, :], [BLOCK_T, BLOCK_D])
+            x = _load_rows(X, bos, t0, L, o_d, m_d, DIM, BLOCK_T, True)
             dt, _ = _step_size(
-                _load_rows(DT, bos, t0, L, o_d, m_d, DIM, BLOCK_T), dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS
+                _load_rows(DT, bos, t0, L, o_d, m_d, DIM, BLOCK_T, True), dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS
             )
-            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
+            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N, True)
             h = _tile_end_state(x, dt, b, A2, h, NEGATIVE_EIGVALS, BLOCK_T)
             tl.store(scratch + j * (BLOCK_D * BLOCK_N) + o_blk, h)
         # The scratch rows may be read back by other threads than those that wrote them.
@@ -407,7 +419,10 @@ def _selective_scan_bwd_kernel(
             h_start = tl.load(scratch + j * (BLOCK_D * BLOCK_N) + o_blk)
             t0 = (first_tile + j) * BLOCK_T
             t = t0 + r
-            m_t = t < L
+            if BLOCK_T == 1:
+                m_t = tl.full([BLOCK_T], True, tl.int1)  # one-step tiles are never partial
+            else:
+                m_t = t < L
             m_td = m_t[:, None] & m_d[None, :]
             m_tn = m_t[:, None] & m_n[None, :]
             o_td = (bos + t)[:, None] * DIM + o_d[None, :]
@@ -417,10 +432,16 @@ def _selective_scan_bwd_kernel(
             dt = tl.load(DT + o_td, mask=m_td, other=0.0).to(tl.float32)
             dt, d_raw = _step_size(dt, dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS)
             dy = tl.load(DY + o_td, mask=m_td, other=0.0).to(tl.float32)
-            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
-            cm = _load_bc(Cm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
+            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N, BLOCK_T == 1)
+            cm = _load_bc(Cm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N, BLOCK_T == 1)
 
-            a, da = _gates(dt, A2, NEGATIVE_EIGVALS)
+            # e = exp(dt A): the gate is 2 e - 1 (signed) or e, and da/ds = 2 e or e; the constant 2 is applied
+            # to the sums (ddt and dA) instead of every element.
+            e = tl.exp2(dt[:, None, :] * A2[None, :, :])
+            if NEGATIVE_EIGVALS:
+                a = 2.0 * e - 1.0
+            else:
+                a = e
             dtx = dt * x
             u = dtx[:, None, :] * b[:, :, None]
             u_seeded = tl.where(r3 == 0, u + a * h_start[None, :, :], u)
@@ -447,24 +468,24 @@ def _selective_scan_bwd_kernel(
             _add_over_channels(DC, o_tn, m_tn, dys[:, None, :] * hs, RED_LANES)
             # G_t = a_t g_t = a_t (gin_t + G_{t+1}), a reverse scan with gate a_t; g_t = gin_t + G_{t+1} comes
             # from the same scan's exclusive pair. The gradient from later tiles enters at the last row.
-            gin = dys[:, None, :] * cm[:, :, None]
-            gin = tl.where(r3 == BLOCK_T - 1, gin + dh[None, :, :], gin)
             if BLOCK_T == 1:
                 # Triton lowers a reverse scan with lane-reversing shuffles even along an in-thread axis (32 per
                 # tile and thread at N = 16); a one-step tile needs no scan.
-                g = gin
-                G = a * gin
+                g = dys[:, None, :] * cm[:, :, None] + dh[None, :, :]
+                G = a * g
             else:
+                gin = dys[:, None, :] * cm[:, :, None]
+                gin = tl.where(r3 == BLOCK_T - 1, gin + dh[None, :, :], gin)
                 _, G, _, Gx = tl.associative_scan((a, a * gin, ones, nzero), 0, _combine_keep_previous, reverse=True)
                 g = gin + Gx
 
             d_dtx = tl.sum(g * b[:, :, None], axis=1)
             _add_over_channels(DB, o_tn, m_tn, g * dtx[:, None, :], RED_LANES)
             if NEGATIVE_EIGVALS:
-                w = g * hp * da  # dL/ds_t with s = dt * A; da/ds = 2 exp(s)
+                w = g * hp * e  # dL/ds_t / 2 with s = dt * A; da/ds = 2 exp(s)
             else:
-                w = g * (hs - u)  # da/ds = a, and a_t h_{t-1} = h_t - u_t
-            ddt = tl.sum(w * A2[None, :, :], axis=1) * LN2 + d_dtx * x
+                w = g * (hs - u)  # dL/ds_t: da/ds = a, and a_t h_{t-1} = h_t - u_t
+            ddt = tl.sum(w * A2[None, :, :], axis=1) * DS_SCALE + d_dtx * x
             dx = d_dtx * dt
             if HAS_D:
                 dx += dys * d_blk[None, :]
@@ -479,7 +500,7 @@ def _selective_scan_bwd_kernel(
         # The next chunk overwrites the scratch rows read above.
         tl.debug_barrier()
 
-    tl.store(DA_PART + state_base + o_nd, dA_acc, mask=m_nd)
+    tl.store(DA_PART + state_base + o_nd, dA_acc * W_SCALE, mask=m_nd)
     if HAS_D:
         tl.store(DD_PART + i_n.to(tl.int64) * DIM + o_d, dD_acc, mask=m_d)
     if HAS_DT_BIAS:
