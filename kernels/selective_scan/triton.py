@@ -90,6 +90,12 @@ def _combine_keep_previous(a1, b1, p1, q1, a2, b2, p2, q2):
 
 
 @triton.jit
+def _sigmoid(v):
+    """``1 / (1 + exp(-v))`` with the fast reciprocal: 9 SASS instructions against 12 for ``tl.sigmoid``."""
+    return 1.0 / (1.0 + tl.exp2(v * -LOG2E))
+
+
+@triton.jit
 def _softplus(v):
     """torch's softplus: ``v`` above 20, else ``log(1 + exp(v))``, with ``log1p`` accurate for small ``exp(v)``."""
     e = tl.exp(tl.minimum(v, 20.0))
@@ -108,7 +114,7 @@ def _step_size(raw, bias, mask, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.const
         v = v + bias
     if DT_SOFTPLUS:
         dt = _softplus(v)
-        ddt = tl.where(v > 20.0, 1.0, tl.sigmoid(v))
+        ddt = tl.where(v > 20.0, 1.0, _sigmoid(v))
     else:
         dt = v
         ddt = tl.full(v.shape, 1.0, tl.float32)
@@ -180,6 +186,24 @@ def _row(v, i: tl.constexpr, BLOCK_T: tl.constexpr):
 
 
 @triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _sum_states(v):
+    """``sum(v, axis=1)`` over the in-thread state axis of ``v [BLOCK_T, BLOCK_N, BLOCK_D]`` as one serial chain.
+
+    ``tl.sum`` adds in-thread values as a tree: 8 products, 8 multiply-adds and 7 adds at N = 16. A serial
+    scan fuses every product into its add (16 instructions); only its last column is kept (the rest folds away,
+    as in :func:`_row`).
+    """
+    BLOCK_N: tl.constexpr = v.shape[1]
+    k = tl.arange(0, BLOCK_N)[None, :, None]
+    return tl.sum(tl.where(k == BLOCK_N - 1, tl.associative_scan(v, 1, _add), -0.0), axis=1)
+
+
+@triton.jit
 def _add_over_channels(P, o_tn, m_tn, v, RED_LANES: tl.constexpr):
     """``P[t, n] += sum_d v[t, n, d]`` for ``v [BLOCK_T, BLOCK_N, BLOCK_D]``: summed over groups of ``RED_LANES``
     neighbouring channels (lanes) first, then one fp32 atomic per (t, n) and group.
@@ -196,8 +220,11 @@ def _add_over_channels(P, o_tn, m_tn, v, RED_LANES: tl.constexpr):
         G: tl.constexpr = BLOCK_D // RED_LANES
         part = tl.sum(tl.reshape(v, [BLOCK_T, BLOCK_N, G, RED_LANES]), axis=3)
         ptr = tl.broadcast_to((P + o_tn)[:, :, None], [BLOCK_T, BLOCK_N, G])
-        mask = tl.broadcast_to(m_tn[:, :, None], [BLOCK_T, BLOCK_N, G])
-        tl.atomic_add(ptr, part, mask=mask, sem="relaxed")
+        if m_tn is None:
+            tl.atomic_add(ptr, part, sem="relaxed")
+        else:
+            mask = tl.broadcast_to(m_tn[:, :, None], [BLOCK_T, BLOCK_N, G])
+            tl.atomic_add(ptr, part, mask=mask, sem="relaxed")
 
 
 @triton.jit
@@ -297,11 +324,11 @@ def _selective_scan_fwd_kernel(
         u = (dt * x)[:, None, :] * b[:, :, None]
         u = tl.where(r3 == 0, u + a * h[None, :, :], u)
         _, hs = tl.associative_scan((a, u), 0, _combine)
-        y = tl.sum(hs * c[:, :, None], axis=1)
+        y = _sum_states(hs * c[:, :, None])
         if HAS_D:
             y += d_blk[None, :] * x
         if HAS_Z:
-            y = y * zz * tl.sigmoid(zz)
+            y = y * zz * _sigmoid(zz)
         tl.store(Y + (bos + t)[:, None] * DIM + o_d[None, :], y.to(Y.dtype.element_ty), mask=m_td)
         h = _row(hs, BLOCK_T - 1, BLOCK_T)
     if STORE_HT:
@@ -424,7 +451,10 @@ def _selective_scan_bwd_kernel(
             else:
                 m_t = t < L
             m_td = m_t[:, None] & m_d[None, :]
-            m_tn = m_t[:, None] & m_n[None, :]
+            if BLOCK_T == 1 and EVEN_N:
+                m_tn = None  # every (t, n) of the tile exists: the atomics need no predicate
+            else:
+                m_tn = m_t[:, None] & m_n[None, :]
             o_td = (bos + t)[:, None] * DIM + o_d[None, :]
             o_tn = (bos + t)[:, None] * NST + o_n[None, :]
 
@@ -454,8 +484,8 @@ def _selective_scan_bwd_kernel(
 
             if HAS_Z:
                 zz = tl.load(Z + o_td, mask=m_td, other=0.0).to(tl.float32)
-                sz = tl.sigmoid(zz)
-                y_pre = tl.sum(hs * cm[:, :, None], axis=1)
+                sz = _sigmoid(zz)
+                y_pre = _sum_states(hs * cm[:, :, None])
                 if HAS_D:
                     y_pre += d_blk[None, :] * x
                 dz = dy * y_pre * sz * (1.0 + zz * (1.0 - sz))
@@ -479,13 +509,15 @@ def _selective_scan_bwd_kernel(
                 _, G, _, Gx = tl.associative_scan((a, a * gin, ones, nzero), 0, _combine_keep_previous, reverse=True)
                 g = gin + Gx
 
-            d_dtx = tl.sum(g * b[:, :, None], axis=1)
+            d_dtx = _sum_states(g * b[:, :, None])
             _add_over_channels(DB, o_tn, m_tn, g * dtx[:, None, :], RED_LANES)
             if NEGATIVE_EIGVALS:
                 w = g * hp * e  # dL/ds_t / 2 with s = dt * A; da/ds = 2 exp(s)
+            elif BLOCK_T == 1:
+                w = G * h_start[None, :, :]  # dL/ds_t = g_t a_t h_{t-1}, and G = a g here
             else:
                 w = g * (hs - u)  # dL/ds_t: da/ds = a, and a_t h_{t-1} = h_t - u_t
-            ddt = tl.sum(w * A2[None, :, :], axis=1) * DS_SCALE + d_dtx * x
+            ddt = _sum_states(w * A2[None, :, :]) * DS_SCALE + d_dtx * x
             dx = d_dtx * dt
             if HAS_D:
                 dx += dys * d_blk[None, :]
