@@ -26,21 +26,26 @@ pairs, products and sums only, so exact in sign (no ``log a``) and at ``a = 0``.
 added to the first row's input (``u_0 + a_0 h_prev``): with the time axis in-thread the row index of every
 register is a compile-time constant, so this touches only the first row, and the scan's cumulative gate
 product is dead code (never computed). Carrying ``h_scan + cumprod(a) * h_prev`` instead compiled to 12.0
-SASS instructions per (t, d, n) against 10.5 for the seeded row (sm_90, N = 16, signed gate).
+SASS instructions per (t, d, n) against 10.5 for the seeded row (sm_90, N = 16, signed gate; measured before
+the sums over N became serial chains, which brought the seeded row to 9.9).
 
 Backward. The forward stores the state every ``CHUNK`` steps when gradients are needed. The backward walks the
 chunks from the end: it replays one chunk from its checkpoint to get each tile's start state (kept in a small
-per-program scratch buffer), then runs that chunk's tiles in reverse. Per tile it computes ``e = exp(dt A)``
-once and derives the gate ``a`` and its derivative (``a`` itself, or ``2 e`` for the signed gate, without the
-cancellation of ``a + 1`` near ``a = -1``) from it; one forward scan gives ``h_t`` and, through a second pair
-in the scan element (the element's map without its last step), ``h_{t-1}`` with no shifted reload; for the
-``[0, 1]`` range ``a_t h_{t-1} = h_t - u_t`` is used instead, as mamba_ssm does. The gradient
-``g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1}`` comes from one reverse scan of ``G_t = a_t g_t`` (whose gate is
-``a_t``, not the shifted ``a_{t+1}``), with ``g_t = dy_t C_t + G_{t+1}`` read from the same exclusive pair.
-``dB`` and ``dC`` sum over channels, which many programs own: each program first sums groups of
-``RED_LANES`` neighbouring channels with in-warp shuffles, then adds each group's value with one fp32 atomic.
-``dA``, ``D``'s and ``dt_bias``'s gradients reduce over time inside the thread and over sequences in torch.
-Memory: ``O(T * d_inner)`` saved inputs plus ``T / CHUNK`` states.
+per-program scratch buffer, in the computing layout: one channel per thread, so neither pass converts a state
+through shared memory), then runs that chunk's tiles in reverse. On a GPU these tiles are one step long
+(``BLOCK_T_BWD``): only a sequence's last tile can be partial, so one-step tiles and the replay (which never
+reads its chunk's last tile) need no row masks. Per tile it computes ``e = exp(dt A)`` once; the gate is ``e``
+or ``2 e - 1`` and its derivative ``e`` or ``2 e`` (no cancellation of ``a + 1`` near ``a = -1``), the factor 2
+applied to the sums (``dt``'s and ``A``'s gradients) instead of every element. One forward scan gives ``h_t``
+and, through a second pair in the scan element (the element's map without its last step), ``h_{t-1}`` with no
+shifted reload; for the ``[0, 1]`` range ``a_t h_{t-1} = h_t - u_t`` is used instead, as mamba_ssm does. The
+gradient ``g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1}`` comes from one reverse scan of ``G_t = a_t g_t`` (whose
+gate is ``a_t``, not the shifted ``a_{t+1}``), with ``g_t = dy_t C_t + G_{t+1}`` read from the same exclusive
+pair; a one-step tile needs no scan. Sums over ``N`` are serial multiply-add chains. ``dB`` and ``dC`` sum over
+channels, which many programs own: each program first sums groups of ``RED_LANES`` neighbouring channels with
+in-warp shuffles, then adds each group's value with one relaxed fp32 atomic. ``dA``, ``D``'s and ``dt_bias``'s
+gradients reduce over time inside the thread and over sequences in torch. Memory: ``O(T * d_inner)`` saved
+inputs plus ``T / CHUNK`` states.
 
 Roofline (H100/H200, sm_90). Per (t, d, n) element the forward needs one exponential (MUFU.EX2, issued at 16
 per SM per clock: 132 SMs x 16 x 1.83 GHz ~ 3.9e12/s, the figure of the FlashAttention-3 paper) and about 4-5
@@ -55,7 +60,11 @@ d_inner 2048, N 16:
 - so the forward is bound by the special-function unit, not by memory: roofline ``max(bytes / BW,
   exps / SFU) = 138 us``, about 41% of HBM bandwidth at best. The backward does two exponentials per element
   (replay and reverse pass), so its roofline is 276 us; it moves ``x, dt, z, dy`` in, ``dx, ddt, dz`` out and
-  ``x, dt`` again for the replay (9 x 2 B per (t, d)): 604 MB, 126 us at 4.8 TB/s.
+  ``x, dt`` again for the replay (9 x 2 B per (t, d)): 604 MB, 126 us at 4.8 TB/s. The scratch adds each
+  step's state, written by the replay and read back by the reverse pass: 2 x 64 B per (t, d) at N = 16, 4.3 GB.
+  Each program touches 128 KB of it per chunk; if the resident programs' chunks do not stay in the 50 MB L2,
+  this traffic (0.9 ms at 4.8 TB/s), not the exponentials, bounds the backward (a smaller ``CHUNK`` shrinks
+  the working set at the cost of more checkpoints).
 
 Each thread's serial dependence is one multiply-add per step and state; the parallelism is ``batch * d_inner``
 threads (16K at the shape above, 4 warps per SM), so the per-thread ILP over ``N`` and the prefetch carry the
@@ -138,12 +147,15 @@ def _seq_bounds(CU, CHUNK_OFF, i_n, T, IS_VARLEN: tl.constexpr, CHUNK_T: tl.cons
 @triton.jit
 def _load_rows(P, bos, t0, L, o_d, m_d, DIM, BLOCK_T: tl.constexpr, FULL: tl.constexpr = False):
     """Rows ``t0 .. t0 + BLOCK_T`` of a ``[rows, DIM]`` tensor at channels ``o_d`` as fp32 ``[BLOCK_T, BLOCK_D]``;
-    0 past the sequence end. ``FULL``: the caller knows every row is inside the sequence (no row mask)."""
+    0 past the sequence end.
+
+    ``FULL``: the caller knows every row is inside the sequence. Then nothing is masked: channels past ``DIM``
+    read channel ``DIM - 1`` (no zeroing instruction per load), and the caller must not rely on their values.
+    """
     t = t0 + tl.arange(0, BLOCK_T)
     if FULL:
-        m = tl.broadcast_to(m_d[None, :], [BLOCK_T, m_d.shape[0]])
-    else:
-        m = (t < L)[:, None] & m_d[None, :]
+        return tl.load(P + (bos + t)[:, None] * DIM + tl.minimum(o_d, DIM - 1)[None, :]).to(tl.float32)
+    m = (t < L)[:, None] & m_d[None, :]
     return tl.load(P + (bos + t)[:, None] * DIM + o_d[None, :], mask=m, other=0.0).to(tl.float32)
 
 
@@ -458,8 +470,10 @@ def _selective_scan_bwd_kernel(
             o_td = (bos + t)[:, None] * DIM + o_d[None, :]
             o_tn = (bos + t)[:, None] * NST + o_n[None, :]
 
-            x = tl.load(X + o_td, mask=m_td, other=0.0).to(tl.float32)
-            dt = tl.load(DT + o_td, mask=m_td, other=0.0).to(tl.float32)
+            # Channels past DIM: dt is zeroed below and dy here, which zeroes every gradient they feed; x and z
+            # may then hold anything finite (FULL loads read channel DIM - 1).
+            x = _load_rows(X, bos, t0, L, o_d, m_d, DIM, BLOCK_T, BLOCK_T == 1)
+            dt = _load_rows(DT, bos, t0, L, o_d, m_d, DIM, BLOCK_T, BLOCK_T == 1)
             dt, d_raw = _step_size(dt, dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS)
             dy = tl.load(DY + o_td, mask=m_td, other=0.0).to(tl.float32)
             b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N, BLOCK_T == 1)
@@ -483,7 +497,7 @@ def _selective_scan_bwd_kernel(
                 _, hs = tl.associative_scan((a, u_seeded), 0, _combine)
 
             if HAS_Z:
-                zz = tl.load(Z + o_td, mask=m_td, other=0.0).to(tl.float32)
+                zz = _load_rows(Z, bos, t0, L, o_d, m_d, DIM, BLOCK_T, BLOCK_T == 1)
                 sz = _sigmoid(zz)
                 y_pre = _sum_states(hs * cm[:, :, None])
                 if HAS_D:
@@ -544,16 +558,19 @@ def _selective_scan_bwd_kernel(
 def _config(d_inner: int, n_state: int, device: torch.device) -> dict[str, int]:
     """Tile sizes and warps for the forward and the backward kernel (one channel per thread).
 
-    Chosen with ``benchmarks/kernel_static.py`` (sm_90, Triton 3.9, N = 16, signed gate):
+    Chosen with ``benchmarks/kernel_static.py`` (sm_90, Triton 3.9, N = 16, signed gate; SASS instructions per
+    (t, d, n)):
 
-    - one warp per program (``BLOCK_D = 32``): layout conversions and reductions stay inside the warp (no
-      cross-warp shared-memory round trips); forward 10.5 instructions per (t, d, n) against 11.6 at 4 warps,
-      backward 64 against 75;
-    - forward tile ``BLOCK_T x N = 64`` values per thread and tensor: 202 registers, no spills;
-    - backward tile of ``16 / N`` rows: it keeps about four times as many tile tensors alive; 2 rows spill
-      (192-272 bytes at N = 16), 1 row does not (223 registers);
-    - ``RED_LANES = 4``: dB and dC are summed over groups of 4 lanes before their atomics (52.5 instructions per
-      element, against 56 with 8 lanes and 64 with the whole warp), i.e. 8 atomics per (t, n) and warp.
+    - one warp per program (``BLOCK_D = 32``): forward 9.9 against 10.9 at 4 warps; backward 39.25 against 39.0
+      at 4 warps, but there its two shared-memory conversions per step (before the dB/dC atomics) would
+      synchronise four warps every step, while one warp's barrier is cheap;
+    - forward tile ``BLOCK_T x N = 64`` values per thread and tensor: 219 registers, no spills (8 rows spill);
+    - backward tile of ``16 / N`` rows: it keeps about four times as many tile tensors alive; 1 row takes 226
+      registers, 2 rows spill 200 bytes at N = 16 (and need the reverse scan, 46.9);
+    - ``RED_LANES = 4``: dB and dC are summed over groups of 4 lanes before their atomics, i.e. 8 atomics per
+      (t, n) and warp (39.25, against 36.3 with 2 lanes, 42.9 with 8 and 50.75 with the whole warp). 2 lanes
+      would meet the instruction target with more margin but doubles the same-address atomics, whose cost only a
+      GPU run can show.
     """
     block_n = triton.next_power_of_2(n_state)
     warps = 1
