@@ -403,7 +403,10 @@ def _selective_scan_bwd_kernel(
     if HAS_DT_BIAS:
         dtb = tl.load(DTB + o_d, mask=m_d, other=0.0).to(tl.float32)
     state_base = i_n.to(tl.int64) * DIM * NST
-    # This program's scratch rows hold the tile-start states of one chunk: [TILES_PER_CHUNK, BLOCK_D, BLOCK_N].
+    # This program's scratch rows hold the tile-start states of one chunk: [TILES_PER_CHUNK, BLOCK_N, BLOCK_D],
+    # the channels permuted within the row ((d * 5) mod BLOCK_D, a bijection): a warp still touches one 128-byte
+    # line per n, but the offsets are not provably contiguous, so the compiler keeps the computing layout (one
+    # channel per thread) for these accesses instead of regrouping 4 values per lane through shared memory.
     o_blk = o_n[:, None] * BLOCK_D + ((tl.arange(0, BLOCK_D) * 5) % BLOCK_D)[None, :]
     scratch = SCRATCH + (i_n.to(tl.int64) * tl.num_programs(0) + i_d) * (TILES_PER_CHUNK * BLOCK_D * BLOCK_N)
 
@@ -446,7 +449,8 @@ def _selective_scan_bwd_kernel(
             b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N, True)
             h = _tile_end_state(x, dt, b, A2, h, NEGATIVE_EIGVALS, BLOCK_T)
             tl.store(scratch + j * (BLOCK_D * BLOCK_N) + o_blk, h)
-        # The scratch rows may be read back by other threads than those that wrote them.
+        # Each thread reads back what it wrote (same offsets, same layout); the barrier keeps that true should the
+        # compiler ever pick different layouts for the store and the load.
         tl.debug_barrier()
         for jj in range(0, nt):
             j = nt - 1 - jj
