@@ -26,21 +26,26 @@ pairs, products and sums only, so exact in sign (no ``log a``) and at ``a = 0``.
 added to the first row's input (``u_0 + a_0 h_prev``): with the time axis in-thread the row index of every
 register is a compile-time constant, so this touches only the first row, and the scan's cumulative gate
 product is dead code (never computed). Carrying ``h_scan + cumprod(a) * h_prev`` instead compiled to 12.0
-SASS instructions per (t, d, n) against 10.5 for the seeded row (sm_90, N = 16, signed gate).
+SASS instructions per (t, d, n) against 10.5 for the seeded row (sm_90, N = 16, signed gate; measured before
+the sums over N became serial chains, which brought the seeded row to 9.9).
 
 Backward. The forward stores the state every ``CHUNK`` steps when gradients are needed. The backward walks the
 chunks from the end: it replays one chunk from its checkpoint to get each tile's start state (kept in a small
-per-program scratch buffer), then runs that chunk's tiles in reverse. Per tile it computes ``e = exp(dt A)``
-once and derives the gate ``a`` and its derivative (``a`` itself, or ``2 e`` for the signed gate, without the
-cancellation of ``a + 1`` near ``a = -1``) from it; one forward scan gives ``h_t`` and, through a second pair
-in the scan element (the element's map without its last step), ``h_{t-1}`` with no shifted reload; for the
-``[0, 1]`` range ``a_t h_{t-1} = h_t - u_t`` is used instead, as mamba_ssm does. The gradient
-``g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1}`` comes from one reverse scan of ``G_t = a_t g_t`` (whose gate is
-``a_t``, not the shifted ``a_{t+1}``), with ``g_t = dy_t C_t + G_{t+1}`` read from the same exclusive pair.
-``dB`` and ``dC`` sum over channels, which many programs own: each program first sums groups of
-``RED_LANES`` neighbouring channels with in-warp shuffles, then adds each group's value with one fp32 atomic.
-``dA``, ``D``'s and ``dt_bias``'s gradients reduce over time inside the thread and over sequences in torch.
-Memory: ``O(T * d_inner)`` saved inputs plus ``T / CHUNK`` states.
+per-program scratch buffer, in the computing layout: one channel per thread, so neither pass converts a state
+through shared memory), then runs that chunk's tiles in reverse. On a GPU these tiles are one step long
+(``BLOCK_T_BWD``): only a sequence's last tile can be partial, so one-step tiles and the replay (which never
+reads its chunk's last tile) need no row masks. Per tile it computes ``e = exp(dt A)`` once; the gate is ``e``
+or ``2 e - 1`` and its derivative ``e`` or ``2 e`` (no cancellation of ``a + 1`` near ``a = -1``), the factor 2
+applied to the sums (``dt``'s and ``A``'s gradients) instead of every element. One forward scan gives ``h_t``
+and, through a second pair in the scan element (the element's map without its last step), ``h_{t-1}`` with no
+shifted reload; for the ``[0, 1]`` range ``a_t h_{t-1} = h_t - u_t`` is used instead, as mamba_ssm does. The
+gradient ``g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1}`` comes from one reverse scan of ``G_t = a_t g_t`` (whose
+gate is ``a_t``, not the shifted ``a_{t+1}``), with ``g_t = dy_t C_t + G_{t+1}`` read from the same exclusive
+pair; a one-step tile needs no scan. Sums over ``N`` are serial multiply-add chains. ``dB`` and ``dC`` sum over
+channels, which many programs own: each program first sums groups of ``RED_LANES`` neighbouring channels with
+in-warp shuffles, then adds each group's value with one relaxed fp32 atomic. ``dA``, ``D``'s and ``dt_bias``'s
+gradients reduce over time inside the thread and over sequences in torch. Memory: ``O(T * d_inner)`` saved
+inputs plus ``T / CHUNK`` states.
 
 Roofline (H100/H200, sm_90). Per (t, d, n) element the forward needs one exponential (MUFU.EX2, issued at 16
 per SM per clock: 132 SMs x 16 x 1.83 GHz ~ 3.9e12/s, the figure of the FlashAttention-3 paper) and about 4-5
@@ -55,7 +60,11 @@ d_inner 2048, N 16:
 - so the forward is bound by the special-function unit, not by memory: roofline ``max(bytes / BW,
   exps / SFU) = 138 us``, about 41% of HBM bandwidth at best. The backward does two exponentials per element
   (replay and reverse pass), so its roofline is 276 us; it moves ``x, dt, z, dy`` in, ``dx, ddt, dz`` out and
-  ``x, dt`` again for the replay (9 x 2 B per (t, d)): 604 MB, 126 us at 4.8 TB/s.
+  ``x, dt`` again for the replay (9 x 2 B per (t, d)): 604 MB, 126 us at 4.8 TB/s. The scratch adds each
+  step's state, written by the replay and read back by the reverse pass: 2 x 64 B per (t, d) at N = 16, 4.3 GB.
+  Each program touches 128 KB of it per chunk; if the resident programs' chunks do not stay in the 50 MB L2,
+  this traffic (0.9 ms at 4.8 TB/s), not the exponentials, bounds the backward (a smaller ``CHUNK`` shrinks
+  the working set at the cost of more checkpoints).
 
 Each thread's serial dependence is one multiply-add per step and state; the parallelism is ``batch * d_inner``
 threads (16K at the shape above, 4 warps per SM), so the per-thread ILP over ``N`` and the prefetch carry the
@@ -90,6 +99,12 @@ def _combine_keep_previous(a1, b1, p1, q1, a2, b2, p2, q2):
 
 
 @triton.jit
+def _sigmoid(v):
+    """``1 / (1 + exp(-v))`` with the fast reciprocal: 9 SASS instructions against 12 for ``tl.sigmoid``."""
+    return 1.0 / (1.0 + tl.exp2(v * -LOG2E))
+
+
+@triton.jit
 def _softplus(v):
     """torch's softplus: ``v`` above 20, else ``log(1 + exp(v))``, with ``log1p`` accurate for small ``exp(v)``."""
     e = tl.exp(tl.minimum(v, 20.0))
@@ -108,7 +123,7 @@ def _step_size(raw, bias, mask, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.const
         v = v + bias
     if DT_SOFTPLUS:
         dt = _softplus(v)
-        ddt = tl.where(v > 20.0, 1.0, tl.sigmoid(v))
+        ddt = tl.where(v > 20.0, 1.0, _sigmoid(v))
     else:
         dt = v
         ddt = tl.full(v.shape, 1.0, tl.float32)
@@ -130,23 +145,32 @@ def _seq_bounds(CU, CHUNK_OFF, i_n, T, IS_VARLEN: tl.constexpr, CHUNK_T: tl.cons
 
 
 @triton.jit
-def _load_rows(P, bos, t0, L, o_d, m_d, DIM, BLOCK_T: tl.constexpr):
+def _load_rows(P, bos, t0, L, o_d, m_d, DIM, BLOCK_T: tl.constexpr, FULL: tl.constexpr = False):
     """Rows ``t0 .. t0 + BLOCK_T`` of a ``[rows, DIM]`` tensor at channels ``o_d`` as fp32 ``[BLOCK_T, BLOCK_D]``;
-    0 past the sequence end."""
+    0 past the sequence end.
+
+    ``FULL``: the caller knows every row is inside the sequence. Then nothing is masked: channels past ``DIM``
+    read channel ``DIM - 1`` (no zeroing instruction per load), and the caller must not rely on their values.
+    """
     t = t0 + tl.arange(0, BLOCK_T)
+    if FULL:
+        return tl.load(P + (bos + t)[:, None] * DIM + tl.minimum(o_d, DIM - 1)[None, :]).to(tl.float32)
     m = (t < L)[:, None] & m_d[None, :]
     return tl.load(P + (bos + t)[:, None] * DIM + o_d[None, :], mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _load_bc(P, bos, t0, L, o_n, m_n, NST, BLOCK_T: tl.constexpr, EVEN_N: tl.constexpr):
+def _load_bc(P, bos, t0, L, o_n, m_n, NST, BLOCK_T: tl.constexpr, EVEN_N: tl.constexpr, FULL: tl.constexpr = False):
     """Rows of ``B`` or ``C`` as fp32 ``[BLOCK_T, BLOCK_N]`` (the same for every channel).
 
     Rows past the sequence end repeat its last row instead of being masked (no zeroing of 2 x BLOCK_T x BLOCK_N
     registers per thread and tile): every use of them is multiplied by a zero (``dt``, ``dy``) or masked on
-    store. Padded state columns (``N < BLOCK_N``) are masked to 0, since they feed ``y``.
+    store. Padded state columns (``N < BLOCK_N``) are masked to 0, since they feed ``y``. ``FULL``: every row is
+    inside the sequence (no clamp).
     """
-    t = tl.minimum(t0 + tl.arange(0, BLOCK_T), L - 1)
+    t = t0 + tl.arange(0, BLOCK_T)
+    if not FULL:
+        t = tl.minimum(t, L - 1)
     ptr = P + (bos + t)[:, None] * NST + o_n[None, :]
     if EVEN_N:
         return tl.load(ptr).to(tl.float32)
@@ -174,6 +198,19 @@ def _row(v, i: tl.constexpr, BLOCK_T: tl.constexpr):
 
 
 @triton.jit
+def _sum_states(v):
+    """``sum(v, axis=1)`` over the in-thread state axis of ``v [BLOCK_T, BLOCK_N, BLOCK_D]`` as one serial chain.
+
+    ``tl.sum`` adds in-thread values as a tree: 8 products, 8 multiply-adds and 7 adds at N = 16. A serial
+    scan fuses every product into its add (16 instructions); only its last column is kept (the rest folds away,
+    as in :func:`_row`). ``tl.cumsum`` rather than a scan with an own add: the CPU interpreter runs it in numpy.
+    """
+    BLOCK_N: tl.constexpr = v.shape[1]
+    k = tl.arange(0, BLOCK_N)[None, :, None]
+    return tl.sum(tl.where(k == BLOCK_N - 1, tl.cumsum(v, axis=1), -0.0), axis=1)
+
+
+@triton.jit
 def _add_over_channels(P, o_tn, m_tn, v, RED_LANES: tl.constexpr):
     """``P[t, n] += sum_d v[t, n, d]`` for ``v [BLOCK_T, BLOCK_N, BLOCK_D]``: summed over groups of ``RED_LANES``
     neighbouring channels (lanes) first, then one fp32 atomic per (t, n) and group.
@@ -185,13 +222,16 @@ def _add_over_channels(P, o_tn, m_tn, v, RED_LANES: tl.constexpr):
     BLOCK_N: tl.constexpr = v.shape[1]
     BLOCK_D: tl.constexpr = v.shape[2]
     if RED_LANES >= BLOCK_D:
-        tl.atomic_add(P + o_tn, tl.sum(v, axis=2), mask=m_tn)
+        tl.atomic_add(P + o_tn, tl.sum(v, axis=2), mask=m_tn, sem="relaxed")
     else:
         G: tl.constexpr = BLOCK_D // RED_LANES
         part = tl.sum(tl.reshape(v, [BLOCK_T, BLOCK_N, G, RED_LANES]), axis=3)
         ptr = tl.broadcast_to((P + o_tn)[:, :, None], [BLOCK_T, BLOCK_N, G])
-        mask = tl.broadcast_to(m_tn[:, :, None], [BLOCK_T, BLOCK_N, G])
-        tl.atomic_add(ptr, part, mask=mask)
+        if m_tn is None:
+            tl.atomic_add(ptr, part, sem="relaxed")
+        else:
+            mask = tl.broadcast_to(m_tn[:, :, None], [BLOCK_T, BLOCK_N, G])
+            tl.atomic_add(ptr, part, mask=mask, sem="relaxed")
 
 
 @triton.jit
@@ -291,11 +331,11 @@ def _selective_scan_fwd_kernel(
         u = (dt * x)[:, None, :] * b[:, :, None]
         u = tl.where(r3 == 0, u + a * h[None, :, :], u)
         _, hs = tl.associative_scan((a, u), 0, _combine)
-        y = tl.sum(hs * c[:, :, None], axis=1)
+        y = _sum_states(hs * c[:, :, None])
         if HAS_D:
             y += d_blk[None, :] * x
         if HAS_Z:
-            y = y * zz * tl.sigmoid(zz)
+            y = y * zz * _sigmoid(zz)
         tl.store(Y + (bos + t)[:, None] * DIM + o_d[None, :], y.to(Y.dtype.element_ty), mask=m_td)
         h = _row(hs, BLOCK_T - 1, BLOCK_T)
     if STORE_HT:
@@ -363,8 +403,11 @@ def _selective_scan_bwd_kernel(
     if HAS_DT_BIAS:
         dtb = tl.load(DTB + o_d, mask=m_d, other=0.0).to(tl.float32)
     state_base = i_n.to(tl.int64) * DIM * NST
-    # This program's scratch rows hold the tile-start states of one chunk: [TILES_PER_CHUNK, BLOCK_D, BLOCK_N].
-    o_blk = tl.arange(0, BLOCK_D)[None, :] * BLOCK_N + o_n[:, None]
+    # This program's scratch rows hold the tile-start states of one chunk: [TILES_PER_CHUNK, BLOCK_N, BLOCK_D],
+    # the channels permuted within the row ((d * 5) mod BLOCK_D, a bijection): a warp still touches one 128-byte
+    # line per n, but the offsets are not provably contiguous, so the compiler keeps the computing layout (one
+    # channel per thread) for these accesses instead of regrouping 4 values per lane through shared memory.
+    o_blk = o_n[:, None] * BLOCK_D + ((tl.arange(0, BLOCK_D) * 5) % BLOCK_D)[None, :]
     scratch = SCRATCH + (i_n.to(tl.int64) * tl.num_programs(0) + i_d) * (TILES_PER_CHUNK * BLOCK_D * BLOCK_N)
 
     # dh: dL/d(state at the end of the part not yet processed), flowing backwards.
@@ -373,6 +416,9 @@ def _selective_scan_bwd_kernel(
     else:
         dh = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    # w below is dL/ds (s = dt A) divided by W_SCALE (2 for the signed gate, whose da/ds is 2 exp(s)).
+    W_SCALE: tl.constexpr = 2.0 if NEGATIVE_EIGVALS else 1.0
+    DS_SCALE: tl.constexpr = W_SCALE * LN2  # A2 = A log2(e): sum_n w A = ln(2) sum_n w A2
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dDTB_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
 
@@ -389,37 +435,56 @@ def _selective_scan_bwd_kernel(
         # Replay: the start state of every tile of this chunk, from the chunk's checkpoint.
         h = tl.load(CKPT + (c0 + c) * DIM * NST + o_nd, mask=m_nd, other=0.0)
         tl.store(scratch + o_blk, h)
+        tl.debug_barrier()
+        # Read back in the layout of the scratch accesses below, so the loop carries h without conversions.
+        h = tl.load(scratch + o_blk)
+        # Only a sequence's last tile can be partial, and the replay never reads its chunk's last tile: no row masks.
         for j in range(1, nt):
             t0 = (first_tile + j - 1) * BLOCK_T
-            m_td = ((t0 + r) < L)[:, None] & m_d[None, :]
-            x = _load_rows(X, bos, t0, L, o_d, m_d, DIM, BLOCK_T)
+            m_td = tl.broadcast_to(m_d[None, :], [BLOCK_T, BLOCK_D])
+            x = _load_rows(X, bos, t0, L, o_d, m_d, DIM, BLOCK_T, True)
             dt, _ = _step_size(
-                _load_rows(DT, bos, t0, L, o_d, m_d, DIM, BLOCK_T), dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS
+                _load_rows(DT, bos, t0, L, o_d, m_d, DIM, BLOCK_T, True), dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS
             )
-            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
+            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N, True)
             h = _tile_end_state(x, dt, b, A2, h, NEGATIVE_EIGVALS, BLOCK_T)
             tl.store(scratch + j * (BLOCK_D * BLOCK_N) + o_blk, h)
-        # The scratch rows may be read back by other threads than those that wrote them.
+        # Each thread reads back what it wrote (same offsets, same layout); the barrier keeps that true should the
+        # compiler ever pick different layouts for the store and the load.
         tl.debug_barrier()
         for jj in range(0, nt):
             j = nt - 1 - jj
             h_start = tl.load(scratch + j * (BLOCK_D * BLOCK_N) + o_blk)
             t0 = (first_tile + j) * BLOCK_T
             t = t0 + r
-            m_t = t < L
+            if BLOCK_T == 1:
+                m_t = tl.full([BLOCK_T], True, tl.int1)  # one-step tiles are never partial
+            else:
+                m_t = t < L
             m_td = m_t[:, None] & m_d[None, :]
-            m_tn = m_t[:, None] & m_n[None, :]
+            if BLOCK_T == 1 and EVEN_N:
+                m_tn = None  # every (t, n) of the tile exists: the atomics need no predicate
+            else:
+                m_tn = m_t[:, None] & m_n[None, :]
             o_td = (bos + t)[:, None] * DIM + o_d[None, :]
             o_tn = (bos + t)[:, None] * NST + o_n[None, :]
 
-            x = tl.load(X + o_td, mask=m_td, other=0.0).to(tl.float32)
-            dt = tl.load(DT + o_td, mask=m_td, other=0.0).to(tl.float32)
+            # Channels past DIM: dt is zeroed below and dy here, which zeroes every gradient they feed; x and z
+            # may then hold anything finite (FULL loads read channel DIM - 1).
+            x = _load_rows(X, bos, t0, L, o_d, m_d, DIM, BLOCK_T, BLOCK_T == 1)
+            dt = _load_rows(DT, bos, t0, L, o_d, m_d, DIM, BLOCK_T, BLOCK_T == 1)
             dt, d_raw = _step_size(dt, dtb[None, :], m_td, HAS_DT_BIAS, DT_SOFTPLUS)
             dy = tl.load(DY + o_td, mask=m_td, other=0.0).to(tl.float32)
-            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
-            cm = _load_bc(Cm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N)
+            b = _load_bc(Bm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N, BLOCK_T == 1)
+            cm = _load_bc(Cm, bos, t0, L, o_n, m_n, NST, BLOCK_T, EVEN_N, BLOCK_T == 1)
 
-            a, da = _gates(dt, A2, NEGATIVE_EIGVALS)
+            # e = exp(dt A): the gate is 2 e - 1 (signed) or e, and da/ds = 2 e or e; the constant 2 is applied
+            # to the sums (ddt and dA) instead of every element.
+            e = tl.exp2(dt[:, None, :] * A2[None, :, :])
+            if NEGATIVE_EIGVALS:
+                a = 2.0 * e - 1.0
+            else:
+                a = e
             dtx = dt * x
             u = dtx[:, None, :] * b[:, :, None]
             u_seeded = tl.where(r3 == 0, u + a * h_start[None, :, :], u)
@@ -431,9 +496,9 @@ def _selective_scan_bwd_kernel(
                 _, hs = tl.associative_scan((a, u_seeded), 0, _combine)
 
             if HAS_Z:
-                zz = tl.load(Z + o_td, mask=m_td, other=0.0).to(tl.float32)
-                sz = tl.sigmoid(zz)
-                y_pre = tl.sum(hs * cm[:, :, None], axis=1)
+                zz = _load_rows(Z, bos, t0, L, o_d, m_d, DIM, BLOCK_T, BLOCK_T == 1)
+                sz = _sigmoid(zz)
+                y_pre = _sum_states(hs * cm[:, :, None])
                 if HAS_D:
                     y_pre += d_blk[None, :] * x
                 dz = dy * y_pre * sz * (1.0 + zz * (1.0 - sz))
@@ -446,18 +511,26 @@ def _selective_scan_bwd_kernel(
             _add_over_channels(DC, o_tn, m_tn, dys[:, None, :] * hs, RED_LANES)
             # G_t = a_t g_t = a_t (gin_t + G_{t+1}), a reverse scan with gate a_t; g_t = gin_t + G_{t+1} comes
             # from the same scan's exclusive pair. The gradient from later tiles enters at the last row.
-            gin = dys[:, None, :] * cm[:, :, None]
-            gin = tl.where(r3 == BLOCK_T - 1, gin + dh[None, :, :], gin)
-            _, G, _, Gx = tl.associative_scan((a, a * gin, ones, nzero), 0, _combine_keep_previous, reverse=True)
-            g = gin + Gx
+            if BLOCK_T == 1:
+                # Triton lowers a reverse scan with lane-reversing shuffles even along an in-thread axis (32 per
+                # tile and thread at N = 16); a one-step tile needs no scan.
+                g = dys[:, None, :] * cm[:, :, None] + dh[None, :, :]
+                G = a * g
+            else:
+                gin = dys[:, None, :] * cm[:, :, None]
+                gin = tl.where(r3 == BLOCK_T - 1, gin + dh[None, :, :], gin)
+                _, G, _, Gx = tl.associative_scan((a, a * gin, ones, nzero), 0, _combine_keep_previous, reverse=True)
+                g = gin + Gx
 
-            d_dtx = tl.sum(g * b[:, :, None], axis=1)
+            d_dtx = _sum_states(g * b[:, :, None])
             _add_over_channels(DB, o_tn, m_tn, g * dtx[:, None, :], RED_LANES)
             if NEGATIVE_EIGVALS:
-                w = g * hp * da  # dL/ds_t with s = dt * A; da/ds = 2 exp(s)
+                w = g * hp * e  # dL/ds_t / 2 with s = dt * A; da/ds = 2 exp(s)
+            elif BLOCK_T == 1:
+                w = G * h_start[None, :, :]  # dL/ds_t = g_t a_t h_{t-1}, and G = a g here
             else:
-                w = g * (hs - u)  # da/ds = a, and a_t h_{t-1} = h_t - u_t
-            ddt = tl.sum(w * A2[None, :, :], axis=1) * LN2 + d_dtx * x
+                w = g * (hs - u)  # dL/ds_t: da/ds = a, and a_t h_{t-1} = h_t - u_t
+            ddt = _sum_states(w * A2[None, :, :]) * DS_SCALE + d_dtx * x
             dx = d_dtx * dt
             if HAS_D:
                 dx += dys * d_blk[None, :]
@@ -472,7 +545,7 @@ def _selective_scan_bwd_kernel(
         # The next chunk overwrites the scratch rows read above.
         tl.debug_barrier()
 
-    tl.store(DA_PART + state_base + o_nd, dA_acc, mask=m_nd)
+    tl.store(DA_PART + state_base + o_nd, dA_acc * W_SCALE, mask=m_nd)
     if HAS_D:
         tl.store(DD_PART + i_n.to(tl.int64) * DIM + o_d, dD_acc, mask=m_d)
     if HAS_DT_BIAS:
@@ -484,16 +557,19 @@ def _selective_scan_bwd_kernel(
 def _config(d_inner: int, n_state: int, device: torch.device) -> dict[str, int]:
     """Tile sizes and warps for the forward and the backward kernel (one channel per thread).
 
-    Chosen with ``benchmarks/kernel_static.py`` (sm_90, Triton 3.9, N = 16, signed gate):
+    Chosen with ``benchmarks/kernel_static.py`` (sm_90, Triton 3.9, N = 16, signed gate; SASS instructions per
+    (t, d, n)):
 
-    - one warp per program (``BLOCK_D = 32``): layout conversions and reductions stay inside the warp (no
-      cross-warp shared-memory round trips); forward 10.5 instructions per (t, d, n) against 11.6 at 4 warps,
-      backward 64 against 75;
-    - forward tile ``BLOCK_T x N = 64`` values per thread and tensor: 202 registers, no spills;
-    - backward tile of ``16 / N`` rows: it keeps about four times as many tile tensors alive; 2 rows spill
-      (192-272 bytes at N = 16), 1 row does not (223 registers);
-    - ``RED_LANES = 4``: dB and dC are summed over groups of 4 lanes before their atomics (52.5 instructions per
-      element, against 56 with 8 lanes and 64 with the whole warp), i.e. 8 atomics per (t, n) and warp.
+    - one warp per program (``BLOCK_D = 32``): forward 9.9 against 10.9 at 4 warps; backward 39.25 against 39.0
+      at 4 warps, but there its two shared-memory conversions per step (before the dB/dC atomics) would
+      synchronise four warps every step, while one warp's barrier is cheap;
+    - forward tile ``BLOCK_T x N = 64`` values per thread and tensor: 219 registers, no spills (8 rows spill);
+    - backward tile of ``16 / N`` rows: it keeps about four times as many tile tensors alive; 1 row takes 226
+      registers, 2 rows spill 200 bytes at N = 16 (and need the reverse scan, 46.9);
+    - ``RED_LANES = 4``: dB and dC are summed over groups of 4 lanes before their atomics, i.e. 8 atomics per
+      (t, n) and warp (39.25, against 36.3 with 2 lanes, 42.9 with 8 and 50.75 with the whole warp). 2 lanes
+      would meet the instruction target with more margin but doubles the same-address atomics, whose cost only a
+      GPU run can show.
     """
     block_n = triton.next_power_of_2(n_state)
     warps = 1
