@@ -312,104 +312,43 @@ def ssd_specs(heads: int = 32, head_dim: int = 64, n_state: int = 128) -> list[K
     sizes = {"CHUNK": chunk, "BLOCK_P": block_p, "BLOCK_N": block_n, "FP32_PRECISION": "tf32", "WIDEN": False}
     dims = {"CHUNK_START": i64, "CHUNK_LEN": i32, "H": heads, "G_RATIO": heads, "P": head_dim, "N": n_state}
     gates = {"LA": f32, "W": f32, "SGN": f32}
-    fwd, bwd = {"num_warps": tiling.num_warps_fwd}, {"num_warps": tiling.num_warps_bwd}
-    stages = {"num_stages": tiling.num_stages}
     chunk_elems = chunk * chunk * head_dim
     block_s = min(tiling.block_state, head_dim * n_state)
-    mod = "ssd.triton_kernels:"
     NESTED = (
         "instr_per_element counts the innermost loops only (the slices of N inside the loop over P), against a "
         "whole chunk's (t, s, p): a lower bound, not the kernel's cost; registers, spills, shared memory and mma "
         "are the figures to read"
     )
+
+    def ptrs(bf16_names: str = "", f32_names: str = "", **other) -> dict:
+        """Pointer arguments by dtype (space-separated names), then the other arguments as given."""
+        return {n: bf16 for n in bf16_names.split()} | {n: f32 for n in f32_names.split()} | other
+
+    def spec(name: str, kernel: str, args: dict, warps: int, elements: int, element: str, note: str = ""):
+        kernel = f"ssd.triton_kernels:_{kernel}_kernel"
+        return KernelSpec(f"ssd.{name}", kernel, args, warps, tiling.num_stages, elements, element, note=note)
+
+    warps_f, warps_b, state_size = tiling.num_warps_fwd, tiling.num_warps_bwd, head_dim * n_state
+    chunked = gates | dims | sizes
+    with_d = {"D_STRIDE_H": 1, "D_STRIDE_P": 0, "HAS_D": True}
+    passing = ptrs("", "DECAY", CHUNK_OFF=i32, H=heads, PN=state_size, BLOCK_S=block_s)
+    # The chunk-state product (forward: each chunk's own state; backward: what each chunk reads): elements are one
+    # slice of N per loop iteration.
+    outer = dims | sizes | ptrs("V K", "LA SCALE OUT DECAY")
+    outer_elems = chunk * block_p * block_n
+    pass_fwd = passing | ptrs("STATES", "OWN H0 FINAL", HAS_H0=True)
+    pass_bwd = passing | ptrs("DSTATES STATES", "READS DFINAL DH0 THROUGH", N_CHUNKS=4096, HAS_DFINAL=True)
+    scan_fwd = chunked | with_d | ptrs("X Bm Cm STATES Y", "D")
+    bwd_in = chunked | with_d | ptrs("X Bm Cm DY DSTATES DX", "D DB DW DD GATE_OUT", GATE_PRECISION="tf32")
+    bwd_out = chunked | ptrs("X Bm Cm DY STATES", "THROUGH DC GATE_IN", GATE_PRECISION="tf32")
     return [
-        KernelSpec(
-            name="ssd.chunk_state",
-            kernel=mod + "_chunk_outer_kernel",
-            args={"V": bf16, "K": bf16, "LA": f32, "SCALE": f32, "OUT": f32, "DECAY": f32, "FORWARD": True}
-            | dims
-            | sizes,
-            **fwd,
-            **stages,
-            elements=chunk * block_p * block_n,  # one slice of N per loop iteration
-            element="(t, p, n)",
-        ),
-        KernelSpec(
-            name="ssd.state_pass_fwd",
-            kernel=mod + "_state_pass_fwd_kernel",
-            args={"OWN": f32, "STATES": bf16, "DECAY": f32, "H0": f32, "FINAL": f32, "CHUNK_OFF": i32, "H": heads}
-            | {"PN": head_dim * n_state, "HAS_H0": True, "BLOCK_S": block_s},
-            num_warps=4,
-            **stages,
-            elements=block_s,
-            element="(chunk, p, n)",
-        ),
-        KernelSpec(
-            name="ssd.chunk_scan_fwd",
-            kernel=mod + "_chunk_scan_fwd_kernel",
-            args={"X": bf16, "Bm": bf16, "Cm": bf16, "STATES": bf16, "D": f32, "Y": bf16}
-            | gates
-            | dims
-            | {"D_STRIDE_H": 1, "D_STRIDE_P": 0, "HAS_D": True}
-            | sizes,
-            **fwd,
-            **stages,
-            elements=chunk * chunk * block_p,
-            element="(t, s, p)",
-            note=NESTED,
-        ),
-        KernelSpec(
-            name="ssd.chunk_reads_bwd",
-            kernel=mod + "_chunk_outer_kernel",
-            args={"V": bf16, "K": bf16, "LA": f32, "SCALE": f32, "OUT": f32, "DECAY": f32, "FORWARD": False}
-            | dims
-            | sizes,
-            **fwd,
-            **stages,
-            elements=chunk * block_p * block_n,  # one slice of N per loop iteration
-            element="(t, p, n)",
-        ),
-        KernelSpec(
-            name="ssd.state_pass_bwd",
-            kernel=mod + "_state_pass_bwd_kernel",
-            args={"READS": f32, "DSTATES": bf16, "STATES": bf16, "DECAY": f32, "DFINAL": f32, "DH0": f32}
-            | {"THROUGH": f32}
-            | {"CHUNK_OFF": i32, "H": heads, "PN": head_dim * n_state, "N_CHUNKS": 4096}
-            | {"HAS_DFINAL": True, "BLOCK_S": block_s},
-            num_warps=4,
-            **stages,
-            elements=block_s,
-            element="(chunk, p, n)",
-        ),
-        KernelSpec(
-            name="ssd.chunk_bwd_inputs",
-            kernel=mod + "_chunk_bwd_inputs_kernel",
-            args={"X": bf16, "Bm": bf16, "Cm": bf16, "DY": bf16, "DSTATES": bf16, "D": f32, "DX": bf16}
-            | {"DB": f32, "DW": f32, "DD": f32, "GATE_OUT": f32}
-            | gates
-            | dims
-            | {"D_STRIDE_H": 1, "D_STRIDE_P": 0, "HAS_D": True, "GATE_PRECISION": "tf32"}
-            | sizes,
-            **bwd,
-            **stages,
-            elements=chunk_elems,
-            element="(t, s, p)",
-            note=NESTED,
-        ),
-        KernelSpec(
-            name="ssd.chunk_bwd_outputs",
-            kernel=mod + "_chunk_bwd_outputs_kernel",
-            args={"X": bf16, "Bm": bf16, "Cm": bf16, "DY": bf16, "STATES": bf16, "THROUGH": f32, "DC": f32}
-            | {"GATE_IN": f32, "GATE_PRECISION": "tf32"}
-            | gates
-            | dims
-            | sizes,
-            **bwd,
-            **stages,
-            elements=chunk_elems,
-            element="(t, s, p)",
-            note=NESTED,
-        ),
+        spec("chunk_state", "chunk_outer", outer | {"FORWARD": True}, warps_f, outer_elems, "(t, p, n)"),
+        spec("state_pass_fwd", "state_pass_fwd", pass_fwd, 4, block_s, "(chunk, p, n)"),
+        spec("chunk_scan_fwd", "chunk_scan_fwd", scan_fwd, warps_f, chunk * chunk * block_p, "(t, s, p)", NESTED),
+        spec("chunk_reads_bwd", "chunk_outer", outer | {"FORWARD": False}, warps_f, outer_elems, "(t, p, n)"),
+        spec("state_pass_bwd", "state_pass_bwd", pass_bwd, 4, block_s, "(chunk, p, n)"),
+        spec("chunk_bwd_inputs", "chunk_bwd_inputs", bwd_in, warps_b, chunk_elems, "(t, s, p)", NESTED),
+        spec("chunk_bwd_outputs", "chunk_bwd_outputs", bwd_out, warps_b, chunk_elems, "(t, s, p)", NESTED),
     ]
 
 
