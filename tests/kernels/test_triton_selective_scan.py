@@ -118,6 +118,26 @@ def _next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def _force_small_blocks(monkeypatch, *, block_t: int, block_t_bwd: int, block_d_bwd: int) -> None:
+    """Launch the scan with fixed small blocks: 4 channels per forward program, ``block_d_bwd`` per backward
+    program, N padded to a power of two, and dB/dC summed over pairs of lanes before their atomics."""
+    from lrnn_lm.kernels.selective_scan import triton as scan_triton
+
+    def small_blocks(d, n, device):
+        return dict(
+            BLOCK_T=block_t,
+            BLOCK_T_BWD=block_t_bwd,
+            BLOCK_N=_next_pow2(n),
+            BLOCK_D=4,
+            num_warps=4,
+            BLOCK_D_BWD=block_d_bwd,
+            num_warps_bwd=8,
+            RED_LANES=2,
+        )
+
+    monkeypatch.setattr(scan_triton, "_config", small_blocks)
+
+
 @pytest.mark.parametrize("negative", [False, True], ids=["unsigned", "signed"])
 @pytest.mark.parametrize("varlen", [False, True], ids=["batch", "varlen"])
 def test_several_channel_blocks(monkeypatch, negative, varlen):
@@ -127,21 +147,7 @@ def test_several_channel_blocks(monkeypatch, negative, varlen):
     On CPU the default block covers all channels of these small tests, so this is what exercises the
     cross-program atomics for dB and dC and the per-program scratch rows.
     """
-    from lrnn_lm.kernels.selective_scan import triton as scan_triton
-
-    def small_blocks(d, n, device):
-        return dict(
-            BLOCK_T=16,
-            BLOCK_T_BWD=4,
-            BLOCK_N=_next_pow2(n),
-            BLOCK_D=4,
-            num_warps=4,
-            BLOCK_D_BWD=2,
-            num_warps_bwd=8,
-            RED_LANES=2,
-        )
-
-    monkeypatch.setattr(scan_triton, "_config", small_blocks)
+    _force_small_blocks(monkeypatch, block_t=16, block_t_bwd=4, block_d_bwd=2)
     if varlen:
         cu = torch.tensor(CU_SEQLENS, dtype=torch.int64)
         inputs = _inputs(1, CU_SEQLENS[-1], 7, 3, dtype=torch.float32, n_seq=len(CU_SEQLENS) - 1)
@@ -206,21 +212,7 @@ def test_dt_softplus_cu_seqlens(monkeypatch, negative):
     """Packed sequences with bias and softplus: rows past a sequence's end inside a tile must keep gate 1 although
     softplus(0 + bias) is not 0. Several channel blocks, so dt_bias's gradient sums over programs too, and dB/dC
     summed over pairs of lanes before their atomics (two atomics per (t, n) and program)."""
-    from lrnn_lm.kernels.selective_scan import triton as scan_triton
-
-    def small_blocks(d, n, device):
-        return dict(
-            BLOCK_T=8,
-            BLOCK_T_BWD=2,
-            BLOCK_N=_next_pow2(n),
-            BLOCK_D=4,
-            num_warps=4,
-            BLOCK_D_BWD=4,
-            num_warps_bwd=8,
-            RED_LANES=2,
-        )
-
-    monkeypatch.setattr(scan_triton, "_config", small_blocks)
+    _force_small_blocks(monkeypatch, block_t=8, block_t_bwd=2, block_d_bwd=4)
     cu = torch.tensor(CU_SEQLENS, dtype=torch.int32)
     inputs = _raw_dt_inputs(1, CU_SEQLENS[-1], 7, 3, dtype=torch.float32, n_seq=len(CU_SEQLENS) - 1)
     _check(inputs, negative=negative, cu_seqlens=cu, dt_softplus=True)
